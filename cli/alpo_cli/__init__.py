@@ -1,0 +1,1 @@
+"""The `alpo` command line (Typer). Thin: every command calls the `alpo` library."""

@@ -1,0 +1,3 @@
+from alpo_cli.app import main
+
+main()

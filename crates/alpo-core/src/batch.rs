@@ -1,0 +1,81 @@
+//! Aligned rows as an Arrow record batch with the columns of the `alpo align` contract.
+
+use crate::corpus::PairRows;
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use std::sync::{Arc, LazyLock};
+
+const STRINGS_BEFORE: [&str; 5] = ["pair", "title", "episode", "src_lang", "tgt_lang"];
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields: Vec<Field> = STRINGS_BEFORE
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, false))
+        .collect();
+    fields.push(Field::new("line", DataType::UInt32, false));
+    fields.push(Field::new("fragment", DataType::UInt32, false));
+    for n in ["src_start_ms", "src_end_ms", "tgt_start_ms", "tgt_end_ms"] {
+        fields.push(Field::new(n, DataType::Int64, false));
+    }
+    for n in ["src_text", "tgt_text", "src_file", "tgt_file"] {
+        fields.push(Field::new(n, DataType::Utf8, false));
+    }
+    Arc::new(Schema::new(fields))
+});
+
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// One batch from the rows of several episode pairs, in order.
+pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
+    let n: usize = parts.iter().map(PairRows::len).sum();
+    // A column that repeats one value per episode pair.
+    let repeated = |get: fn(&PairRows) -> &str| -> ArrayRef {
+        let bytes = parts.iter().map(|p| get(p).len() * p.len()).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
+        for p in parts {
+            for _ in 0..p.len() {
+                b.append_value(get(p));
+            }
+        }
+        Arc::new(b.finish())
+    };
+    let texts = |get: fn(&PairRows) -> &Vec<String>| -> ArrayRef {
+        let bytes = parts.iter().flat_map(|p| get(p)).map(String::len).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
+        for s in parts.iter().flat_map(|p| get(p)) {
+            b.append_value(s);
+        }
+        Arc::new(b.finish())
+    };
+    let u32s = |get: fn(&PairRows) -> &Vec<u32>| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(
+            parts.iter().flat_map(|p| get(p).iter().copied()),
+        ))
+    };
+    let i64s = |get: fn(&PairRows) -> &Vec<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            parts.iter().flat_map(|p| get(p).iter().copied()),
+        ))
+    };
+    let columns = vec![
+        repeated(|p| &p.pair),
+        repeated(|p| &p.title),
+        repeated(|p| &p.episode),
+        repeated(|p| &p.src_lang),
+        repeated(|p| &p.tgt_lang),
+        u32s(|p| &p.line),
+        u32s(|p| &p.fragment),
+        i64s(|p| &p.src_start_ms),
+        i64s(|p| &p.src_end_ms),
+        i64s(|p| &p.tgt_start_ms),
+        i64s(|p| &p.tgt_end_ms),
+        texts(|p| &p.src_text),
+        texts(|p| &p.tgt_text),
+        repeated(|p| &p.src_file),
+        repeated(|p| &p.tgt_file),
+    ];
+    RecordBatch::try_new(schema(), columns).expect("columns match the schema")
+}

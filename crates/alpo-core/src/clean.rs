@@ -1,0 +1,351 @@
+//! From cues as written to cues as text: markup out, one line of plain text per cue, cues sorted
+//! by time, rolling duplicates merged. The rules follow the paper's release (method.md §1.2):
+//! `\N` becomes a space, top-positioned `{\an8}` notices and Thai `=...=` annotation cues are
+//! dropped, `=...=` annotation lines are cut from the cues they prefix, lone dashes go.
+
+use crate::formats::RawCue;
+
+/// A cleaned cue. `line` is the 1-based line of the file where the cue was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cue {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+    pub style: String,
+    pub top: bool,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CleanOptions {
+    /// Keep top-positioned cues (signs, notices). The paper drops them.
+    pub keep_top: bool,
+}
+
+/// What cleaning removed, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CleanStats {
+    pub empty: u64,
+    pub top: u64,
+    pub annotation: u64,
+    pub end_before_start: u64,
+    pub rolling_duplicates: u64,
+}
+
+impl CleanStats {
+    pub fn add(&mut self, o: &CleanStats) {
+        self.empty += o.empty;
+        self.top += o.top;
+        self.annotation += o.annotation;
+        self.end_before_start += o.end_before_start;
+        self.rolling_duplicates += o.rolling_duplicates;
+    }
+}
+
+pub fn clean(raw: Vec<RawCue>, opts: CleanOptions) -> (Vec<Cue>, CleanStats) {
+    let mut stats = CleanStats::default();
+    let mut cues = Vec::with_capacity(raw.len());
+    for r in raw {
+        let top = r.top || has_top_tag(&r.text);
+        let (text, annotation) = clean_text(&r.text);
+        if r.end_ms < r.start_ms {
+            stats.end_before_start += 1;
+        } else if annotation && text.is_empty() {
+            stats.annotation += 1;
+        } else if text.is_empty() {
+            stats.empty += 1;
+        } else if top && !opts.keep_top {
+            stats.top += 1;
+        } else {
+            cues.push(Cue {
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                text,
+                style: r.style,
+                top,
+                line: r.line,
+            });
+        }
+    }
+    if !cues.is_sorted_by_key(|c| (c.start_ms, c.end_ms)) {
+        cues.sort_by_key(|c| (c.start_ms, c.end_ms));
+    }
+    stats.rolling_duplicates = merge_rolling(&mut cues);
+    (cues, stats)
+}
+
+/// Consecutive cues with the same text whose times touch or overlap are one cue shown twice
+/// (ASS layers for glow effects, rolling captions). Merge them; never touch cues elsewhere.
+fn merge_rolling(cues: &mut Vec<Cue>) -> u64 {
+    let before = cues.len();
+    cues.dedup_by(|next, prev| {
+        let same = next.text == prev.text && next.start_ms <= prev.end_ms;
+        if same {
+            prev.end_ms = prev.end_ms.max(next.end_ms);
+        }
+        same
+    });
+    (before - cues.len()) as u64
+}
+
+/// `{\an7}`..`{\an9}` (and SSA's `{\a5}`..`{\a7}`) put a cue at the top of the frame.
+fn has_top_tag(text: &str) -> bool {
+    if !text.contains('{') {
+        return false;
+    }
+    ["\\an7", "\\an8", "\\an9", "\\a5", "\\a6", "\\a7"]
+        .iter()
+        .any(|t| {
+            text.match_indices(t)
+                .any(|(i, _)| !text[i + t.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+}
+
+/// Bytes that mean a text needs more than a copy: markup, breaks, entities, annotations,
+/// invisible format characters (their UTF-8 starts with 0xE2 or 0xEF) and control whitespace.
+fn needs_work(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.first() == Some(&b' ')
+        || b.last() == Some(&b' ')
+        || b.first() == Some(&b'-')
+        || b.iter().any(|&c| {
+            matches!(
+                c,
+                b'{' | b'<' | b'&' | b'\\' | b'=' | b'\n' | b'\r' | b'\t' | 0xE2 | 0xEF
+            )
+        })
+        || text.contains("  ")
+}
+
+/// Plain text of a cue and whether it held an annotation line.
+pub fn clean_text(text: &str) -> (String, bool) {
+    if !needs_work(text) {
+        return (text.to_string(), false);
+    }
+    let stripped = strip_markup(text);
+    let mut annotation = false;
+    let mut out = String::with_capacity(stripped.len());
+    for line in stripped.split('\n') {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() >= 2 && line.starts_with('=') && line.ends_with('=') {
+            annotation = true;
+            continue;
+        }
+        for word in line.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+    let mut s = out.as_str();
+    if let Some(rest) = s.strip_prefix("- -") {
+        s = rest.trim_start();
+    }
+    if s == "-" || s == "- -" {
+        s = "";
+    }
+    (s.to_string(), annotation)
+}
+
+/// Remove `{...}` override blocks and HTML/WebVTT tags, turn ASS breaks into newlines, decode
+/// entities and drop invisible direction marks.
+fn strip_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '{' => {
+                if let Some(end) = rest.find('}') {
+                    rest = &rest[end + 1..];
+                    continue;
+                }
+            }
+            '<' => {
+                if let Some(len) = tag_len(rest) {
+                    rest = &rest[len..];
+                    continue;
+                }
+            }
+            '\\' => {
+                let next = rest[1..].chars().next();
+                match next {
+                    Some('N') | Some('n') => {
+                        out.push('\n');
+                        rest = &rest[2..];
+                        continue;
+                    }
+                    Some('h') => {
+                        out.push(' ');
+                        rest = &rest[2..];
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            '&' => {
+                if let Some((ch, len)) = entity(rest) {
+                    if let Some(ch) = ch {
+                        out.push(ch);
+                    }
+                    rest = &rest[len..];
+                    continue;
+                }
+            }
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}' => {
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+            '\t' | '\r' => {
+                out.push(' ');
+                rest = &rest[1..];
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Length of a markup tag at the start of `s` (`<i>`, `< /  i >`, `<font color="red">`,
+/// `<v Bob>`, `<c.yellow>`, `<00:00:05.000>`), or `None` for a plain `<` such as `<3`.
+fn tag_len(s: &str) -> Option<usize> {
+    let close = s[1..].find(['>', '<'])? + 1;
+    if s.as_bytes()[close] != b'>' || close > 200 {
+        return None;
+    }
+    let inner = s[1..close].trim_start();
+    let inner = inner.strip_prefix('/').unwrap_or(inner).trim_start();
+    let first = inner.chars().next()?;
+    let tagged = first.is_ascii_alphabetic() && {
+        let name: String = inner
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        matches!(
+            name.as_str(),
+            "i" | "b" | "u" | "s" | "font" | "v" | "c" | "lang" | "ruby" | "rt" | "br" | "span"
+                | "em" | "strong" | "sub" | "sup" | "p" | "div"
+        )
+    } || first.is_ascii_digit() && inner.contains(':');
+    tagged.then_some(close + 1)
+}
+
+/// An HTML entity at the start of `s`: the character it stands for (none for invisible marks)
+/// and its length.
+fn entity(s: &str) -> Option<(Option<char>, usize)> {
+    let end = s[..s.len().min(12)].find(';')?;
+    let name = &s[1..end];
+    let ch = match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        "nbsp" => Some(' '),
+        "lrm" | "rlm" => None,
+        _ => {
+            let code = if let Some(hex) = name.strip_prefix("#x").or(name.strip_prefix("#X")) {
+                u32::from_str_radix(hex, 16).ok()?
+            } else {
+                name.strip_prefix('#')?.parse().ok()?
+            };
+            Some(char::from_u32(code)?)
+        }
+    };
+    Some((ch, end + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(text: &str) -> String {
+        clean_text(text).0
+    }
+
+    #[test]
+    fn markup() {
+        assert_eq!(c("{\\fad(120,120)}{\\c&H00FF00&}Hi{\\c}"), "Hi");
+        assert_eq!(c("first\\Nsecond"), "first second");
+        assert_eq!(c("<i>Hello</i> < /  i ><font color=\"red\">x</font>"), "Hello x");
+        assert_eq!(c("<v Bob>Hi <00:00:05.000><c.yellow>there</c>"), "Hi there");
+        assert_eq!(c("I <3 you & a < b"), "I <3 you & a < b");
+        assert_eq!(c("Tom &amp; Jerry&nbsp;&lrm;!"), "Tom & Jerry !");
+        assert_eq!(c("\u{200F}مرحبا\u{200E}"), "مرحبا");
+        assert_eq!(c("  two  \n\n  lines  "), "two lines");
+        assert_eq!(c("{y:i}MicroDVD"), "MicroDVD");
+        assert_eq!(c("我们\\N走吧"), "我们 走吧");
+        assert_eq!(c("a\\hb"), "a b");
+    }
+
+    #[test]
+    fn dashes_and_annotations() {
+        assert_eq!(c("-"), "");
+        assert_eq!(c("- -"), "");
+        assert_eq!(c("- - ok"), "ok");
+        assert_eq!(c("-Yes.\n-No."), "-Yes. -No.");
+        assert_eq!(clean_text("=คำอธิบาย="), (String::new(), true));
+        assert_eq!(clean_text("=หมายเหตุ=\\Nสวัสดี"), ("สวัสดี".to_string(), true));
+        assert_eq!(c("a = b"), "a = b");
+    }
+
+    fn raw(start: i64, end: i64, text: &str) -> RawCue {
+        RawCue {
+            start_ms: start,
+            end_ms: end,
+            text: text.into(),
+            style: String::new(),
+            top: false,
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn cue_rules() {
+        let (cues, stats) = clean(
+            vec![
+                raw(5000, 6000, "later"),
+                raw(1000, 2000, "same"),
+                raw(1000, 2000, "same"),
+                raw(2000, 3000, "same"),
+                raw(4000, 3000, "backwards"),
+                raw(3500, 3600, "{\\an8}Notice"),
+                raw(3600, 3700, "  "),
+                raw(3700, 3800, "=note="),
+                raw(9000, 9500, "same"),
+            ],
+            CleanOptions::default(),
+        );
+        let got: Vec<_> = cues
+            .iter()
+            .map(|c| (c.start_ms, c.end_ms, c.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(1000, 3000, "same"), (5000, 6000, "later"), (9000, 9500, "same")]
+        );
+        assert_eq!(
+            stats,
+            CleanStats {
+                empty: 1,
+                top: 1,
+                annotation: 1,
+                end_before_start: 1,
+                rolling_duplicates: 2
+            }
+        );
+        let (kept, _) = clean(
+            vec![raw(1, 2, "{\\an8}Sign")],
+            CleanOptions { keep_top: true },
+        );
+        assert!(kept[0].top && kept[0].text == "Sign");
+    }
+}

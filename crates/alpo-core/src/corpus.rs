@@ -1,0 +1,581 @@
+//! A whole corpus: find subtitle files, group them into episodes, and align every episode's
+//! language pairs, chunk by chunk so memory stays bounded however large the corpus is.
+//!
+//! Per episode: read -> decode -> parse -> clean each file once, drop second copies of a
+//! language, then for each language pair: correct offset/drift, align, cut fragments. Episodes of
+//! a chunk run in parallel; their output keeps the plan's order, so a run is deterministic.
+
+use crate::align;
+use crate::clean::{self, CleanOptions, Cue};
+use crate::encoding;
+use crate::error::{Error, Result};
+use crate::formats::{self, Format};
+use crate::names::{self, NameInfo};
+use crate::report::{DuplicateFile, EpisodeReport, Partial, Report, Skipped};
+use crate::sync::{self, Fit};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The paper's rule: nearest start time within the gap.
+    Nearest,
+    /// Time-overlap links with 1:2 and 2:1 shapes.
+    Overlap,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlignOptions {
+    /// Keep only this (source, target) direction.
+    pub pair: Option<(String, String)>,
+    pub max_gap_ms: i64,
+    pub sync: bool,
+    pub mode: Mode,
+    pub keep_top: bool,
+    /// Least overlap (common / union) of a link in overlap mode.
+    pub min_overlap: f64,
+    /// Input bytes per chunk; bounds memory.
+    pub chunk_bytes: u64,
+}
+
+impl Default for AlignOptions {
+    fn default() -> Self {
+        AlignOptions {
+            pair: None,
+            max_gap_ms: 700,
+            sync: true,
+            mode: Mode::Nearest,
+            keep_top: false,
+            min_overlap: 0.3,
+            chunk_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub name: NameInfo,
+    pub ext_format: Option<Format>,
+    pub size: u64,
+}
+
+/// The files of one episode, every language, and the direction its folder names if any.
+#[derive(Debug, Clone)]
+pub struct EpisodeJob {
+    pub title: String,
+    pub episode: String,
+    pub files: Vec<SourceFile>,
+    pub direction: Option<(String, String)>,
+}
+
+impl EpisodeJob {
+    fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Walk the inputs and group subtitle files into episodes.
+pub fn plan(inputs: &[PathBuf], opts: &AlignOptions) -> Result<(Vec<EpisodeJob>, Report)> {
+    let mut report = Report::default();
+    let mut paths = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
+        if meta.is_dir() {
+            walk(input, &mut paths)?;
+        } else {
+            paths.push(input.clone());
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    report.files_found = paths.len() as u64;
+    let mut groups: BTreeMap<(String, String), EpisodeJob> = BTreeMap::new();
+    for path in paths {
+        let Some(name) = names::parse_name(&path) else {
+            report.files_skipped.push(Skipped {
+                file: path.display().to_string(),
+                reason: "no language tag in the file name or its folder".into(),
+            });
+            continue;
+        };
+        if let Some((s, t)) = &opts.pair {
+            if &name.lang != s && &name.lang != t {
+                report.files_ignored += 1;
+                continue;
+            }
+        }
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let ext_format = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(Format::from_extension);
+        let direction = names::direction_hint(&path);
+        let job = groups
+            .entry((name.title.clone(), name.episode.clone()))
+            .or_insert_with(|| EpisodeJob {
+                title: name.title.clone(),
+                episode: name.episode.clone(),
+                files: Vec::new(),
+                direction: direction.clone(),
+            });
+        job.files.push(SourceFile {
+            path,
+            name,
+            ext_format,
+            size,
+        });
+    }
+    let mut jobs = Vec::new();
+    for job in groups.into_values() {
+        let mut langs: Vec<&str> = job.files.iter().map(|f| f.name.lang.as_str()).collect();
+        langs.sort();
+        langs.dedup();
+        let partnered = match &opts.pair {
+            Some((s, t)) => langs.contains(&s.as_str()) && langs.contains(&t.as_str()),
+            None => langs.len() >= 2,
+        };
+        if partnered {
+            jobs.push(job);
+            continue;
+        }
+        for f in &job.files {
+            let missing = match &opts.pair {
+                Some((s, t)) => format!(
+                    "no partner file in {} for this episode",
+                    if &f.name.lang == s { t } else { s }
+                ),
+                None => "no partner file in another language for this episode".into(),
+            };
+            report.files_skipped.push(Skipped {
+                file: f.path.display().to_string(),
+                reason: missing,
+            });
+        }
+    }
+    Ok((jobs, report))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(Format::from_extension)
+            .is_some()
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// A decoded, parsed and cleaned file.
+pub struct ReadFile {
+    pub cues: Vec<Cue>,
+    pub encoding: &'static str,
+    pub format: Format,
+    pub issue: Option<Partial>,
+    pub removed: clean::CleanStats,
+}
+
+/// Read one subtitle file. `Err` carries the reason it is unusable.
+pub fn read_file(
+    path: &Path,
+    lang: Option<&str>,
+    clean_opts: CleanOptions,
+) -> std::result::Result<ReadFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let decoded = encoding::decode(&bytes, lang)?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(Format::from_extension);
+    let (format, parsed) = formats::parse(&decoded.text, ext);
+    let raw_count = parsed.cues.len();
+    let issue = parsed.issue.clone().map(|i| Partial {
+        file: path.display().to_string(),
+        line: i.line,
+        reason: i.reason,
+        bad_lines: parsed.bad_lines,
+    });
+    if raw_count == 0 {
+        return Err(match issue {
+            Some(i) => format!("no cues ({} at line {})", i.reason, i.line),
+            None => format!("no cues found (read as {})", format.name()),
+        });
+    }
+    let (cues, removed) = clean::clean(parsed.cues, clean_opts);
+    if cues.is_empty() {
+        return Err(format!(
+            "no usable cue among {raw_count}: {} end before start, {} empty, {} top-positioned, {} annotations",
+            removed.end_before_start, removed.empty, removed.top, removed.annotation
+        ));
+    }
+    Ok(ReadFile {
+        cues,
+        encoding: decoded.encoding,
+        format,
+        issue,
+        removed,
+    })
+}
+
+/// Rows of one aligned language pair of one episode.
+#[derive(Debug, Default)]
+pub struct PairRows {
+    pub pair: String,
+    pub title: String,
+    pub episode: String,
+    pub src_lang: String,
+    pub tgt_lang: String,
+    pub src_file: String,
+    pub tgt_file: String,
+    pub line: Vec<u32>,
+    pub fragment: Vec<u32>,
+    pub src_start_ms: Vec<i64>,
+    pub src_end_ms: Vec<i64>,
+    pub tgt_start_ms: Vec<i64>,
+    pub tgt_end_ms: Vec<i64>,
+    pub src_text: Vec<String>,
+    pub tgt_text: Vec<String>,
+}
+
+impl PairRows {
+    pub fn len(&self) -> usize {
+        self.line.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.line.is_empty()
+    }
+
+    fn push(&mut self, line: u32, fragment: u32, src: (i64, i64, String), tgt: (i64, i64, String)) {
+        self.line.push(line);
+        self.fragment.push(fragment);
+        self.src_start_ms.push(src.0);
+        self.src_end_ms.push(src.1);
+        self.src_text.push(src.2);
+        self.tgt_start_ms.push(tgt.0);
+        self.tgt_end_ms.push(tgt.1);
+        self.tgt_text.push(tgt.2);
+    }
+}
+
+/// Process one episode: every file read once, every language pair aligned.
+pub fn align_episode(job: &EpisodeJob, opts: &AlignOptions) -> (Vec<PairRows>, Report) {
+    let mut report = Report::default();
+    let clean_opts = CleanOptions {
+        keep_top: opts.keep_top,
+    };
+    // language -> (file, read) of the copy kept
+    let mut by_lang: BTreeMap<&str, (&SourceFile, ReadFile)> = BTreeMap::new();
+    for f in &job.files {
+        let file = f.path.display().to_string();
+        let read = match read_file(&f.path, Some(&f.name.lang), clean_opts) {
+            Ok(r) => r,
+            Err(reason) => {
+                report.files_skipped.push(Skipped { file, reason });
+                continue;
+            }
+        };
+        *report.encodings.entry(read.encoding.into()).or_default() += 1;
+        *report.formats.entry(read.format.name().into()).or_default() += 1;
+        report.removed.add(&read.removed);
+        report.duplicates_removed += read.removed.rolling_duplicates;
+        report.files_partial.extend(read.issue.clone());
+        match by_lang.get(f.name.lang.as_str()) {
+            None => {
+                by_lang.insert(&f.name.lang, (f, read));
+            }
+            Some((kept, kept_read)) => {
+                // Keep the copy with more cues; the first one on a tie.
+                let same = same_content(&kept_read.cues, &read.cues);
+                let reason = if same {
+                    "same episode and language as the kept file, same content".to_string()
+                } else {
+                    "same episode and language as the kept file, another version".to_string()
+                };
+                report.duplicates_removed += 1;
+                if read.cues.len() > kept_read.cues.len() {
+                    report.duplicate_files.push(DuplicateFile {
+                        file: kept.path.display().to_string(),
+                        kept: file,
+                        reason,
+                    });
+                    by_lang.insert(&f.name.lang, (f, read));
+                } else {
+                    report.duplicate_files.push(DuplicateFile {
+                        file,
+                        kept: kept.path.display().to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut used: Vec<&str> = Vec::new();
+    for (s, t) in directions(job, opts, by_lang.keys().copied().collect()) {
+        let (src_file, src) = &by_lang[s];
+        let (tgt_file, tgt) = &by_lang[t];
+        let (rows, ep) = align_pair(job, (s, src_file, src), (t, tgt_file, tgt), opts);
+        report.cues_src += ep.src_cues;
+        report.cues_tgt += ep.tgt_cues;
+        report.aligned += ep.aligned;
+        report.unaligned += ep.unaligned;
+        report.episodes_synced += ep.sync_applied as u64;
+        report.episodes.push(ep);
+        out.push(rows);
+        used.extend([s, t]);
+    }
+    for (lang, (f, _)) in &by_lang {
+        if used.contains(lang) {
+            report.files_paired += 1;
+        } else {
+            report.files_skipped.push(Skipped {
+                file: f.path.display().to_string(),
+                reason: "no readable partner file in another language for this episode".into(),
+            });
+        }
+    }
+    (out, report)
+}
+
+fn same_content(a: &[Cue], b: &[Cue]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.start_ms == y.start_ms && x.end_ms == y.end_ms && x.text == y.text
+        })
+}
+
+/// The (source, target) language pairs of an episode: the one of `--pair`, else every pair once,
+/// in the direction the folder names, else English first, else alphabetical.
+fn directions<'a>(
+    job: &EpisodeJob,
+    opts: &AlignOptions,
+    langs: Vec<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let find = |l: &str| langs.iter().copied().find(|&x| x == l);
+    if let Some((s, t)) = &opts.pair {
+        return match (find(s), find(t)) {
+            (Some(s), Some(t)) => vec![(s, t)],
+            _ => vec![],
+        };
+    }
+    let mut out = Vec::new();
+    for (i, &a) in langs.iter().enumerate() {
+        for &b in &langs[i + 1..] {
+            let forward = match &job.direction {
+                Some((s, t)) if s == a && t == b => true,
+                Some((s, t)) if s == b && t == a => false,
+                _ if a == "en" => true,
+                _ if b == "en" => false,
+                _ => true, // langs are sorted: alphabetical
+            };
+            out.push(if forward { (a, b) } else { (b, a) });
+        }
+    }
+    out
+}
+
+fn align_pair(
+    job: &EpisodeJob,
+    (s_lang, s_file, src): (&str, &SourceFile, &ReadFile),
+    (t_lang, t_file, tgt): (&str, &SourceFile, &ReadFile),
+    opts: &AlignOptions,
+) -> (PairRows, EpisodeReport) {
+    let src_starts: Vec<i64> = src.cues.iter().map(|c| c.start_ms).collect();
+    let tgt_starts: Vec<i64> = tgt.cues.iter().map(|c| c.start_ms).collect();
+    let plain = align::nearest(&src_starts, &tgt_starts, opts.max_gap_ms);
+    let share = |m: &[Option<u32>]| {
+        m.iter().filter(|x| x.is_some()).count() as f64 / m.len().max(1) as f64
+    };
+    let share_plain = share(&plain);
+    // A correction is kept when it aligns clearly more cues, or as many while moving cues
+    // enough to change which target is nearest.
+    let mut fit = Fit::IDENTITY;
+    let mut matches = plain;
+    if opts.sync {
+        let duration = src_starts.last().unwrap_or(&0) - src_starts.first().unwrap_or(&0);
+        if let Some(f) = sync::estimate(&src_starts, &tgt_starts) {
+            if !f.is_identity(duration, 50.0) {
+                let mapped: Vec<i64> = src_starts.iter().map(|&t| f.map(t)).collect();
+                let m = align::nearest(&mapped, &tgt_starts, opts.max_gap_ms);
+                let gain = share(&m) - share_plain;
+                if gain > 0.01 || (gain >= 0.0 && !f.is_identity(duration, 200.0)) {
+                    fit = f;
+                    matches = m;
+                }
+            }
+        }
+    }
+    let mut rows = PairRows {
+        pair: format!("{s_lang}-{t_lang}"),
+        title: job.title.clone(),
+        episode: job.episode.clone(),
+        src_lang: s_lang.to_string(),
+        tgt_lang: t_lang.to_string(),
+        src_file: s_file.path.display().to_string(),
+        tgt_file: t_file.path.display().to_string(),
+        ..Default::default()
+    };
+    let (s, t) = (&src.cues, &tgt.cues);
+    // An unaligned source cue between two aligned ones starts a new fragment.
+    let mut fragment = 0u32;
+    let mut cut = false;
+    let mut aligned_src = 0u64;
+    let mut emit = |rows: &mut PairRows, cut: &mut bool, line: usize, src, tgt| {
+        if *cut && !rows.is_empty() {
+            fragment += 1;
+        }
+        *cut = false;
+        rows.push(line as u32, fragment, src, tgt);
+    };
+    match opts.mode {
+        Mode::Nearest => {
+            for (i, m) in matches.iter().enumerate() {
+                let Some(j) = m else {
+                    cut = true;
+                    continue;
+                };
+                let c = &t[*j as usize];
+                aligned_src += 1;
+                emit(
+                    &mut rows,
+                    &mut cut,
+                    i,
+                    (s[i].start_ms, s[i].end_ms, s[i].text.clone()),
+                    (c.start_ms, c.end_ms, c.text.clone()),
+                );
+            }
+        }
+        Mode::Overlap => {
+            let mapped: Vec<(i64, i64)> = s
+                .iter()
+                .map(|c| (fit.map(c.start_ms), fit.map(c.end_ms)))
+                .collect();
+            let plain: Vec<(i64, i64)> = t.iter().map(|c| (c.start_ms, c.end_ms)).collect();
+            let mut next = 0usize;
+            for link in align::overlap(&mapped, &plain, opts.min_overlap) {
+                let (i, j) = (link.src as usize, link.tgt as usize);
+                cut |= i > next;
+                next = i + link.src_len as usize;
+                aligned_src += link.src_len as u64;
+                emit(
+                    &mut rows,
+                    &mut cut,
+                    i,
+                    joined(&s[i..next]),
+                    joined(&t[j..j + link.tgt_len as usize]),
+                );
+            }
+        }
+    }
+    let report = EpisodeReport {
+        pair: rows.pair.clone(),
+        title: job.title.clone(),
+        episode: job.episode.clone(),
+        src_file: rows.src_file.clone(),
+        tgt_file: rows.tgt_file.clone(),
+        src_cues: s.len() as u64,
+        tgt_cues: t.len() as u64,
+        aligned: aligned_src,
+        unaligned: s.len() as u64 - aligned_src,
+        aligned_share: aligned_src as f64 / s.len().max(1) as f64,
+        fragments: rows.fragment.last().map_or(0, |f| *f as u64 + 1),
+        offset_ms: fit.offset_ms,
+        speed: fit.speed,
+        sync_applied: fit != Fit::IDENTITY,
+        aligned_share_unsynced: share_plain,
+    };
+    (rows, report)
+}
+
+/// One span and text for consecutive cues merged by an overlap link.
+fn joined(cues: &[Cue]) -> (i64, i64, String) {
+    let text = cues.iter().fold(String::new(), |mut acc, c| {
+        if !acc.is_empty() {
+            let glue = acc.chars().last().is_some_and(encoding::is_cjk)
+                && c.text.chars().next().is_some_and(encoding::is_cjk);
+            if !glue {
+                acc.push(' ');
+            }
+        }
+        acc.push_str(&c.text);
+        acc
+    });
+    let end = cues.iter().map(|c| c.end_ms).max().unwrap_or(0);
+    (cues[0].start_ms, end, text)
+}
+
+/// A corpus aligned chunk by chunk: each `next_chunk` processes the next episodes (about
+/// `chunk_bytes` of input) in parallel and returns their rows.
+pub struct CorpusAligner {
+    jobs: Vec<EpisodeJob>,
+    next: usize,
+    opts: AlignOptions,
+    pool: rayon::ThreadPool,
+    pub report: Report,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+}
+
+impl CorpusAligner {
+    pub fn new(inputs: &[PathBuf], opts: AlignOptions, threads: Option<usize>) -> Result<Self> {
+        let (jobs, report) = plan(inputs, &opts)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.unwrap_or(0))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+        let bytes_total = jobs.iter().map(EpisodeJob::bytes).sum();
+        Ok(CorpusAligner {
+            jobs,
+            next: 0,
+            opts,
+            pool,
+            report,
+            bytes_total,
+            bytes_done: 0,
+        })
+    }
+
+    pub fn episodes(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Rows of the next chunk, `None` when the corpus is done.
+    pub fn next_chunk(&mut self) -> Option<Vec<PairRows>> {
+        if self.next >= self.jobs.len() {
+            return None;
+        }
+        let start = self.next;
+        let mut bytes = 0;
+        while self.next < self.jobs.len() && (self.next == start || bytes < self.opts.chunk_bytes)
+        {
+            bytes += self.jobs[self.next].bytes();
+            self.next += 1;
+        }
+        let opts = &self.opts;
+        let jobs = &self.jobs[start..self.next];
+        let results: Vec<(Vec<PairRows>, Report)> = self
+            .pool
+            .install(|| jobs.par_iter().map(|j| align_episode(j, opts)).collect());
+        self.bytes_done += bytes;
+        let mut rows = Vec::new();
+        for (r, rep) in results {
+            rows.extend(r);
+            self.report.merge(rep);
+        }
+        Some(rows)
+    }
+}

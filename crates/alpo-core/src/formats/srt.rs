@@ -1,0 +1,204 @@
+//! SRT and WebVTT. Both are read the way tolerant players read them: a line holding two
+//! timestamps around an arrow starts a cue, whatever came before it. So missing blank lines,
+//! missing or odd indices and `->` arrows all work, and trailing cue settings or coordinates are
+//! ignored. In WebVTT a blank line ends the cue text; in SRT it does not (blank lines inside cue
+//! text exist in the wild), and the index line of the next cue is dropped from the text instead.
+
+use super::{lines, parse_timestamp, Parsed, RawCue};
+
+struct Open<'a> {
+    start_ms: i64,
+    end_ms: i64,
+    top: bool,
+    line: u32,
+    text: Vec<&'a str>,
+    closed: bool,
+}
+
+pub fn parse(text: &str, vtt: bool) -> Parsed {
+    let mut out = Parsed::default();
+    let mut open: Option<Open> = None;
+    for (n, line) in lines(text) {
+        match timing_line(line) {
+            Timing::Cue(start_ms, end_ms, settings) => {
+                if let Some(cue) = open.take() {
+                    finish(&mut out, cue, vtt, true);
+                }
+                open = Some(Open {
+                    start_ms,
+                    end_ms,
+                    top: vtt && top_setting(settings),
+                    line: n,
+                    text: Vec::new(),
+                    closed: false,
+                });
+            }
+            Timing::Broken(reason) => {
+                if let Some(cue) = open.take() {
+                    finish(&mut out, cue, vtt, true);
+                }
+                out.bad(n, reason);
+            }
+            Timing::None => {
+                if let Some(cue) = open.as_mut() {
+                    if vtt && line.trim().is_empty() {
+                        cue.closed = true;
+                    } else if !cue.closed {
+                        cue.text.push(line);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(cue) = open.take() {
+        finish(&mut out, cue, vtt, false);
+    }
+    out
+}
+
+fn finish(out: &mut Parsed, mut cue: Open, vtt: bool, before_next: bool) {
+    while cue.text.last().is_some_and(|l| l.trim().is_empty()) {
+        cue.text.pop();
+    }
+    // The next cue's index sits at the end of this cue's text when blank lines are missing.
+    if !vtt && before_next && cue.text.last().is_some_and(|l| is_index(l)) {
+        cue.text.pop();
+        while cue.text.last().is_some_and(|l| l.trim().is_empty()) {
+            cue.text.pop();
+        }
+    }
+    out.cues.push(RawCue {
+        start_ms: cue.start_ms,
+        end_ms: cue.end_ms,
+        text: cue.text.join("\n"),
+        style: String::new(),
+        top: cue.top,
+        line: cue.line,
+    });
+}
+
+/// `12`, `-3`, `4.0`: the index forms seen in real files.
+fn is_index(line: &str) -> bool {
+    let t = line.trim();
+    let t = t.strip_prefix('-').unwrap_or(t);
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') && t.as_bytes()[0] != b'.'
+}
+
+enum Timing<'a> {
+    None,
+    Cue(i64, i64, &'a str),
+    Broken(String),
+}
+
+fn timing_line(line: &str) -> Timing<'_> {
+    // Cheap rejection first: timing lines start with a digit, a minus or a space.
+    let first = line.trim_start().chars().next();
+    if !first.is_some_and(|c| c.is_ascii_digit() || c == '-' || ('０'..='９').contains(&c)) {
+        return Timing::None;
+    }
+    let Some((left, right)) = split_arrow(line) else {
+        return Timing::None;
+    };
+    let (Some(start), Some(end)) = (parse_timestamp(left), parse_timestamp(right)) else {
+        return Timing::Broken(format!("unreadable timestamp line {:?}", clip(line)));
+    };
+    let settings = right.trim_start();
+    let settings = settings
+        .find(|c: char| c.is_alphabetic())
+        .map_or("", |i| &settings[i..]);
+    Timing::Cue(start, end, settings)
+}
+
+/// Split at `-->`, `->` or `- >`.
+fn split_arrow(line: &str) -> Option<(&str, &str)> {
+    let (pos, len) = match line.find("->") {
+        Some(p) => (p, 2),
+        None => (line.find("- >")?, 3),
+    };
+    let left = line[..pos].trim_end_matches(['-', ' ']);
+    Some((left, &line[pos + len..]))
+}
+
+/// WebVTT `line:` settings near the top of the frame mark signs and notices.
+fn top_setting(settings: &str) -> bool {
+    settings.split_whitespace().any(|s| {
+        let Some(v) = s.strip_prefix("line:") else {
+            return false;
+        };
+        let v = v.split(',').next().unwrap_or("");
+        match v.strip_suffix('%') {
+            Some(p) => p.parse::<f64>().is_ok_and(|p| p < 20.0),
+            None => v.parse::<i64>().is_ok_and(|l| (0..=2).contains(&l)),
+        }
+    })
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(p: &Parsed) -> Vec<(i64, i64, &str)> {
+        p.cues
+            .iter()
+            .map(|c| (c.start_ms, c.end_ms, c.text.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_srt() {
+        let p = parse(
+            "1\r\n00:00:01,000 --> 00:00:02,500\r\nHello\r\nthere\r\n\r\n2\r\n00:00:03,000 --> 00:00:04,000\r\nBye\r\n",
+            false,
+        );
+        assert_eq!(texts(&p), [(1000, 2500, "Hello\nthere"), (3000, 4000, "Bye")]);
+        assert!(p.issue.is_none());
+    }
+
+    #[test]
+    fn malformed_structure() {
+        // no indices, no blank lines, `->` arrows, leading spaces, trailing coordinates
+        let p = parse(
+            "  00:00:01,000 -> 00:00:02,000\nA\n00:00:03,000 --> 00:00:04,000 X1:63 X2:223\nB\n7\n00:00:05,0 - > 00:00:06,5\nC\n\n\nD after blank\n",
+            false,
+        );
+        assert_eq!(
+            texts(&p),
+            [
+                (1000, 2000, "A"),
+                (3000, 4000, "B"),
+                (5000, 6500, "C\n\n\nD after blank")
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_timestamp_is_reported_and_skipped() {
+        let p = parse(
+            "1\n00:00:01,000 --> 00:00:02,000\nA\n\n2\n00:00:0x,000 --> 00:00:04,000\nB\n\n3\n00:00:05,000 --> 00:00:06,000\nC\n",
+            false,
+        );
+        assert_eq!(texts(&p), [(1000, 2000, "A"), (5000, 6000, "C")]);
+        assert_eq!(p.issue.as_ref().unwrap().line, 6);
+    }
+
+    #[test]
+    fn vtt_blocks() {
+        let p = parse(
+            "WEBVTT - title\nKind: captions\n\nNOTE a comment\nspanning lines\n\nSTYLE\n::cue { color: red }\n\nintro\n00:01.000 --> 00:02.000 line:0 align:start\n<v Bob>Hi</v>\n\n00:00:03.000 --> 00:00:04.000\nSecond\nline\n\nthird-id\n01:00:05.000 --> 01:00:06.000\nThird\n",
+            true,
+        );
+        assert_eq!(
+            texts(&p),
+            [
+                (1000, 2000, "<v Bob>Hi</v>"),
+                (3000, 4000, "Second\nline"),
+                (3_605_000, 3_606_000, "Third")
+            ]
+        );
+        assert!(p.cues[0].top && !p.cues[1].top);
+    }
+}

@@ -1,0 +1,267 @@
+//! `alpo._core`: the thin Python binding of alpo-core. Heavy calls run with the GIL released;
+//! rows cross as Arrow through the C stream interface (`__arrow_c_stream__`), which polars
+//! imports without copying.
+
+mod errors;
+
+use alpo_core::batch;
+use alpo_core::clean::{self, CleanOptions};
+use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode};
+use alpo_core::formats::{self, Format};
+use alpo_core::{encoding, names, Error};
+use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
+use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchIterator};
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Record batches that polars (or pyarrow) can take through `__arrow_c_stream__`.
+#[pyclass(module = "alpo._core", frozen)]
+struct ArrowTable {
+    batches: Vec<RecordBatch>,
+    schema: arrow_schema::SchemaRef,
+}
+
+#[pymethods]
+impl ArrowTable {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema; // the schema is fixed; consumers cast if they must
+        let reader = RecordBatchIterator::new(
+            self.batches.clone().into_iter().map(Ok),
+            self.schema.clone(),
+        );
+        let stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
+    }
+
+    fn __len__(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+fn mode(name: &str) -> PyResult<Mode> {
+    match name {
+        "nearest" => Ok(Mode::Nearest),
+        "overlap" => Ok(Mode::Overlap),
+        other => Err(errors::to_py(Error::Config(format!(
+            "unknown alignment mode {other:?} (use nearest or overlap)"
+        )))),
+    }
+}
+
+/// Aligns a corpus chunk by chunk; each `next_batch` releases the GIL while it works.
+#[pyclass(module = "alpo._core")]
+struct Aligner {
+    inner: CorpusAligner,
+}
+
+#[pymethods]
+impl Aligner {
+    #[new]
+    #[pyo3(signature = (paths, pair=None, max_gap=0.7, sync=true, mode="nearest", keep_top=false, min_overlap=0.3, threads=None, chunk_mb=64))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        pair: Option<(String, String)>,
+        max_gap: f64,
+        sync: bool,
+        mode: &str,
+        keep_top: bool,
+        min_overlap: f64,
+        threads: Option<usize>,
+        chunk_mb: u64,
+    ) -> PyResult<Self> {
+        let pair = match pair {
+            Some((s, t)) => Some((lang(&s)?, lang(&t)?)),
+            None => None,
+        };
+        if !(max_gap >= 0.0 && max_gap.is_finite()) {
+            return Err(errors::to_py(Error::Config(format!(
+                "max_gap must be a non-negative number of seconds, got {max_gap}"
+            ))));
+        }
+        let opts = AlignOptions {
+            pair,
+            max_gap_ms: (max_gap * 1000.0).round() as i64,
+            sync,
+            mode: self::mode(mode)?,
+            keep_top,
+            min_overlap,
+            chunk_bytes: chunk_mb.max(1) << 20,
+        };
+        let inner = py
+            .detach(|| CorpusAligner::new(&paths, opts, threads))
+            .map_err(errors::to_py)?;
+        Ok(Aligner { inner })
+    }
+
+    /// Rows of the next chunk of episodes, or None when the corpus is done.
+    fn next_batch(&mut self, py: Python<'_>) -> Option<ArrowTable> {
+        let inner = &mut self.inner;
+        py.detach(|| {
+            inner.next_chunk().map(|rows| ArrowTable {
+                batches: vec![batch::to_batch(&rows)],
+                schema: batch::schema(),
+            })
+        })
+    }
+
+    /// An empty table with the output schema.
+    fn empty(&self) -> ArrowTable {
+        ArrowTable {
+            batches: vec![],
+            schema: batch::schema(),
+        }
+    }
+
+    /// The run's report so far, as JSON.
+    fn report_json(&self) -> String {
+        serde_json::to_string(&self.inner.report).expect("report serializes")
+    }
+
+    #[getter]
+    fn episodes(&self) -> usize {
+        self.inner.episodes()
+    }
+
+    #[getter]
+    fn bytes_total(&self) -> u64 {
+        self.inner.bytes_total
+    }
+
+    #[getter]
+    fn bytes_done(&self) -> u64 {
+        self.inner.bytes_done
+    }
+}
+
+/// ISO 639-1 code of a language tag (`zh-Hans` -> `zh`), or a ConfigError.
+#[pyfunction]
+fn lang(tag: &str) -> PyResult<String> {
+    names::lang_code(tag).map(String::from).ok_or_else(|| {
+        errors::to_py(Error::Config(format!("unknown language {tag:?}")))
+    })
+}
+
+/// Read one subtitle file: (table, encoding, format, partial-parse note or None).
+#[pyfunction]
+#[pyo3(signature = (path, lang=None, clean=true, keep_top=true))]
+fn read_subtitles(
+    py: Python<'_>,
+    path: PathBuf,
+    lang: Option<String>,
+    clean: bool,
+    keep_top: bool,
+) -> PyResult<(ArrowTable, String, String, Option<(u32, String)>)> {
+    py.detach(|| {
+        let lang = lang.or_else(|| names::parse_name(&path).map(|n| n.lang));
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let decoded =
+            encoding::decode(&bytes, lang.as_deref()).map_err(|reason| Error::Encoding {
+                path: path.clone(),
+                reason,
+            })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(Format::from_extension);
+        let (format, parsed) = formats::parse(&decoded.text, ext);
+        let issue = parsed.issue.clone().map(|i| (i.line, i.reason));
+        if parsed.cues.is_empty() {
+            let (line, reason) = issue.unwrap_or((0, "no cues found".into()));
+            return Err(Error::Parse { path, line, reason });
+        }
+        let cues: Vec<clean::Cue> = if clean {
+            clean::clean(parsed.cues, CleanOptions { keep_top }).0
+        } else {
+            parsed
+                .cues
+                .into_iter()
+                .map(|r| clean::Cue {
+                    start_ms: r.start_ms,
+                    end_ms: r.end_ms,
+                    text: r.text,
+                    style: r.style,
+                    top: r.top,
+                    line: r.line,
+                })
+                .collect()
+        };
+        Ok((
+            cue_table(&cues),
+            decoded.encoding.to_string(),
+            format.name().to_string(),
+            issue,
+        ))
+    })
+    .map_err(errors::to_py)
+}
+
+fn cue_table(cues: &[clean::Cue]) -> ArrowTable {
+    use arrow_schema::{DataType, Field, Schema};
+    let mut start = Int64Builder::new();
+    let mut end = Int64Builder::new();
+    let mut text = StringBuilder::new();
+    let mut style = StringBuilder::new();
+    let mut top = BooleanBuilder::new();
+    let mut line = UInt32Builder::new();
+    for c in cues {
+        start.append_value(c.start_ms);
+        end.append_value(c.end_ms);
+        text.append_value(&c.text);
+        style.append_value(&c.style);
+        top.append_value(c.top);
+        line.append_value(c.line);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("start_ms", DataType::Int64, false),
+        Field::new("end_ms", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("style", DataType::Utf8, false),
+        Field::new("top", DataType::Boolean, false),
+        Field::new("line", DataType::UInt32, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(text.finish()),
+        Arc::new(style.finish()),
+        Arc::new(top.finish()),
+        Arc::new(line.finish()),
+    ];
+    ArrowTable {
+        batches: vec![RecordBatch::try_new(schema.clone(), columns).expect("schema")],
+        schema,
+    }
+}
+
+/// The paper's nearest-start rule on two lists of start times (ms), for checking and research.
+#[pyfunction]
+#[pyo3(signature = (src, tgt, max_gap_ms=700))]
+fn nearest(src: Vec<i64>, tgt: Vec<i64>, max_gap_ms: i64) -> PyResult<Vec<Option<u32>>> {
+    if !src.is_sorted() || !tgt.is_sorted() {
+        return Err(errors::to_py(Error::Config(
+            "start times must be sorted ascending".into(),
+        )));
+    }
+    Ok(alpo_core::align::nearest(&src, &tgt, max_gap_ms))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Aligner>()?;
+    m.add_class::<ArrowTable>()?;
+    m.add_function(wrap_pyfunction!(read_subtitles, m)?)?;
+    m.add_function(wrap_pyfunction!(lang, m)?)?;
+    m.add_function(wrap_pyfunction!(nearest, m)?)?;
+    errors::register(m)
+}

@@ -4,6 +4,19 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import Any, final
 
+__all__ = [
+    "AlpoError",
+    "Aligner",
+    "ArrowTable",
+    "ConfigError",
+    "EncodingError",
+    "InputError",
+    "ParseError",
+    "lang",
+    "nearest",
+    "read_subtitles",
+    "__version__",
+]
 __version__: str
 
 class AlpoError(Exception): ...
@@ -17,6 +30,7 @@ class ArrowTable:
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> Any: ...
     def __len__(self) -> int: ...
 
+@final
 class Aligner:
     def __new__(
         cls,

@@ -43,9 +43,9 @@ pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
         Arc::new(b.finish())
     };
     let texts = |get: fn(&PairRows) -> &Vec<String>| -> ArrayRef {
-        let bytes = parts.iter().flat_map(|p| get(p)).map(String::len).sum();
+        let bytes = parts.iter().flat_map(get).map(String::len).sum();
         let mut b = StringBuilder::with_capacity(n, bytes);
-        for s in parts.iter().flat_map(|p| get(p)) {
+        for s in parts.iter().flat_map(get) {
             b.append_value(s);
         }
         Arc::new(b.finish())

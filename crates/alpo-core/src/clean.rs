@@ -195,7 +195,9 @@ fn strip_markup(text: &str) -> String {
                     continue;
                 }
             }
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
             | '\u{FEFF}' => {
                 rest = &rest[c.len_utf8()..];
                 continue;
@@ -231,8 +233,23 @@ fn tag_len(s: &str) -> Option<usize> {
             .to_ascii_lowercase();
         matches!(
             name.as_str(),
-            "i" | "b" | "u" | "s" | "font" | "v" | "c" | "lang" | "ruby" | "rt" | "br" | "span"
-                | "em" | "strong" | "sub" | "sup" | "p" | "div"
+            "i" | "b"
+                | "u"
+                | "s"
+                | "font"
+                | "v"
+                | "c"
+                | "lang"
+                | "ruby"
+                | "rt"
+                | "br"
+                | "span"
+                | "em"
+                | "strong"
+                | "sub"
+                | "sup"
+                | "p"
+                | "div"
         )
     } || first.is_ascii_digit() && inner.contains(':');
     tagged.then_some(close + 1)
@@ -241,7 +258,8 @@ fn tag_len(s: &str) -> Option<usize> {
 /// An HTML entity at the start of `s`: the character it stands for (none for invisible marks)
 /// and its length.
 fn entity(s: &str) -> Option<(Option<char>, usize)> {
-    let end = s[..s.len().min(12)].find(';')?;
+    // Look for the `;` byte-wise: cutting the str at byte 12 could split a character.
+    let end = s.bytes().take(12).position(|b| b == b';')?;
     let name = &s[1..end];
     let ch = match name {
         "amp" => Some('&'),
@@ -275,7 +293,10 @@ mod tests {
     fn markup() {
         assert_eq!(c("{\\fad(120,120)}{\\c&H00FF00&}Hi{\\c}"), "Hi");
         assert_eq!(c("first\\Nsecond"), "first second");
-        assert_eq!(c("<i>Hello</i> < /  i ><font color=\"red\">x</font>"), "Hello x");
+        assert_eq!(
+            c("<i>Hello</i> < /  i ><font color=\"red\">x</font>"),
+            "Hello x"
+        );
         assert_eq!(c("<v Bob>Hi <00:00:05.000><c.yellow>there</c>"), "Hi there");
         assert_eq!(c("I <3 you & a < b"), "I <3 you & a < b");
         assert_eq!(c("Tom &amp; Jerry&nbsp;&lrm;!"), "Tom & Jerry !");
@@ -284,6 +305,14 @@ mod tests {
         assert_eq!(c("{y:i}MicroDVD"), "MicroDVD");
         assert_eq!(c("我们\\N走吧"), "我们 走吧");
         assert_eq!(c("a\\hb"), "a b");
+    }
+
+    #[test]
+    fn entity_scan_stops_inside_a_character() {
+        // byte 12 falls inside a multi-byte character: found by fuzzing, used to panic
+        assert_eq!(c("&amp;00สวัสดี"), "&00สวัสดี");
+        assert_eq!(c("&aaaaaaaaaa怂;"), "&aaaaaaaaaa怂;");
+        assert_eq!(c("Tom &amp; 我们"), "Tom & 我们");
     }
 
     #[test]
@@ -330,7 +359,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [(1000, 3000, "same"), (5000, 6000, "later"), (9000, 9500, "same")]
+            [
+                (1000, 3000, "same"),
+                (5000, 6000, "later"),
+                (9000, 9500, "same")
+            ]
         );
         assert_eq!(
             stats,

@@ -353,9 +353,9 @@ pub fn align_episode(job: &EpisodeJob, opts: &AlignOptions) -> (Vec<PairRows>, R
 
 fn same_content(a: &[Cue], b: &[Cue]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.start_ms == y.start_ms && x.end_ms == y.end_ms && x.text == y.text
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.start_ms == y.start_ms && x.end_ms == y.end_ms && x.text == y.text)
 }
 
 /// The (source, target) language pairs of an episode: the one of `--pair`, else every pair once,
@@ -397,9 +397,8 @@ fn align_pair(
     let src_starts: Vec<i64> = src.cues.iter().map(|c| c.start_ms).collect();
     let tgt_starts: Vec<i64> = tgt.cues.iter().map(|c| c.start_ms).collect();
     let plain = align::nearest(&src_starts, &tgt_starts, opts.max_gap_ms);
-    let share = |m: &[Option<u32>]| {
-        m.iter().filter(|x| x.is_some()).count() as f64 / m.len().max(1) as f64
-    };
+    let share =
+        |m: &[Option<u32>]| m.iter().filter(|x| x.is_some()).count() as f64 / m.len().max(1) as f64;
     let share_plain = share(&plain);
     // A correction is kept when it aligns clearly more cues, or as many while moving cues
     // enough to change which target is nearest.
@@ -560,8 +559,7 @@ impl CorpusAligner {
         }
         let start = self.next;
         let mut bytes = 0;
-        while self.next < self.jobs.len() && (self.next == start || bytes < self.opts.chunk_bytes)
-        {
+        while self.next < self.jobs.len() && (self.next == start || bytes < self.opts.chunk_bytes) {
             bytes += self.jobs[self.next].bytes();
             self.next += 1;
         }

@@ -107,7 +107,10 @@ pub fn decode<'a>(bytes: &'a [u8], lang: Option<&str>) -> Result<Decoded<'a>, St
     }
     let list = candidates(lang);
     let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
-    detector.feed(&bytes[..bytes.len().min(SNIFF_BYTES)], bytes.len() <= SNIFF_BYTES);
+    detector.feed(
+        &bytes[..bytes.len().min(SNIFF_BYTES)],
+        bytes.len() <= SNIFF_BYTES,
+    );
     let guess = detector.guess(lang.and_then(tld), chardetng::Utf8Detection::Deny);
     let ordered = std::iter::once(guess)
         .filter(|g| list.contains(g))
@@ -203,10 +206,12 @@ fn plausible(text: &str, lang: Option<&str>) -> bool {
     match lang {
         Some("th") => thai_plausible(&sample),
         Some("zh") | Some("ja") => sample.chars().any(is_cjk),
-        Some("ko") => sample.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c)),
-        Some("ar") | Some("fa") | Some("ur") => {
-            sample.chars().any(|c| ('\u{0600}'..='\u{06FF}').contains(&c))
-        }
+        Some("ko") => sample
+            .chars()
+            .any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c)),
+        Some("ar") | Some("fa") | Some("ur") => sample
+            .chars()
+            .any(|c| ('\u{0600}'..='\u{06FF}').contains(&c)),
         _ => !sample.chars().any(|c| ('\u{80}'..='\u{9F}').contains(&c)),
     }
 }
@@ -232,7 +237,10 @@ fn thai_plausible(text: &str) -> bool {
             } else if tone(c) || c == '\u{0E33}' {
                 consonant(prev) || vowel_sign(prev) || (c == '\u{0E33}' && tone(prev))
             } else {
-                !matches!(c, '\u{0E03}' | '\u{0E05}' | '\u{0E3F}' | '\u{0E4F}' | '\u{0E5A}' | '\u{0E5B}')
+                !matches!(
+                    c,
+                    '\u{0E03}' | '\u{0E05}' | '\u{0E3F}' | '\u{0E4F}' | '\u{0E5A}' | '\u{0E5B}'
+                )
             };
             misplaced += !ok as usize;
         }
@@ -289,9 +297,15 @@ mod tests {
         let th = "1\n00:00:01,000 --> 00:00:02,000\nสวัสดีครับ คุณสบายดีไหม\n";
         assert_eq!(roundtrip(WINDOWS_874, th, "th"), (th.into(), "windows-874"));
         let ar = "مرحبا بك في البيت";
-        assert_eq!(roundtrip(WINDOWS_1256, ar, "ar"), (ar.into(), "windows-1256"));
+        assert_eq!(
+            roundtrip(WINDOWS_1256, ar, "ar"),
+            (ar.into(), "windows-1256")
+        );
         let fr = "Ça va très bien, merci à vous.";
-        assert_eq!(roundtrip(WINDOWS_1252, fr, "fr"), (fr.into(), "windows-1252"));
+        assert_eq!(
+            roundtrip(WINDOWS_1252, fr, "fr"),
+            (fr.into(), "windows-1252")
+        );
         let ja = "こんにちは、元気ですか？";
         assert_eq!(roundtrip(SHIFT_JIS, ja, "ja"), (ja.into(), "shift_jis"));
     }
@@ -302,7 +316,12 @@ mod tests {
         let bytes = b"1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9 cr\xe8me \xe0 la fin\n";
         assert!(decode(bytes, Some("zh")).is_err());
         // GB18030 text in a file named as Thai decodes byte-wise but is not Thai.
-        let gb = enc(GB18030, "我们走吧，快点！他说的是真的吗？我不知道。".repeat(5).as_str());
+        let gb = enc(
+            GB18030,
+            "我们走吧，快点！他说的是真的吗？我不知道。"
+                .repeat(5)
+                .as_str(),
+        );
         assert!(decode(&gb, Some("th")).is_err());
     }
 

@@ -208,7 +208,10 @@ fn split_episode(rest: &str) -> (&str, String) {
         if j < b.len() && matches!(b[j], b'E' | b'e') {
             let ep = digits(&b[j + 1..]);
             if !ep.is_empty() && ep.len() <= 4 {
-                return (trim_title(&rest[..i]), format!("S{:0>2}E{:0>2}", season, ep));
+                return (
+                    trim_title(&rest[..i]),
+                    format!("S{:0>2}E{:0>2}", season, ep),
+                );
             }
         }
     }

@@ -64,7 +64,10 @@ pub fn estimate(src: &[i64], tgt: &[i64]) -> Option<Fit> {
             while lo < tgt.len() && tgt[lo] < mapped - MAX_OFFSET_MS {
                 lo += 1;
             }
-            for &t in tgt[lo..].iter().take_while(|&&t| t <= mapped + MAX_OFFSET_MS) {
+            for &t in tgt[lo..]
+                .iter()
+                .take_while(|&&t| t <= mapped + MAX_OFFSET_MS)
+            {
                 votes[((t - mapped + MAX_OFFSET_MS) / BIN_MS) as usize] += 1;
             }
         }

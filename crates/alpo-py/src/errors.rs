@@ -6,11 +6,36 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(alpo, AlpoError, PyException, "Base class of every error alpo raises.");
-create_exception!(alpo, InputError, AlpoError, "A file or folder cannot be read.");
-create_exception!(alpo, EncodingError, AlpoError, "A file's text encoding cannot be decoded.");
-create_exception!(alpo, ParseError, AlpoError, "A file's content cannot be parsed.");
-create_exception!(alpo, ConfigError, AlpoError, "An option or configuration value is invalid.");
+create_exception!(
+    alpo,
+    AlpoError,
+    PyException,
+    "Base class of every error alpo raises."
+);
+create_exception!(
+    alpo,
+    InputError,
+    AlpoError,
+    "A file or folder cannot be read."
+);
+create_exception!(
+    alpo,
+    EncodingError,
+    AlpoError,
+    "A file's text encoding cannot be decoded."
+);
+create_exception!(
+    alpo,
+    ParseError,
+    AlpoError,
+    "A file's content cannot be parsed."
+);
+create_exception!(
+    alpo,
+    ConfigError,
+    AlpoError,
+    "An option or configuration value is invalid."
+);
 
 pub fn to_py(err: Error) -> PyErr {
     let msg = err.to_string();

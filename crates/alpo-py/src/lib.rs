@@ -146,10 +146,13 @@ impl Aligner {
 /// ISO 639-1 code of a language tag (`zh-Hans` -> `zh`), or a ConfigError.
 #[pyfunction]
 fn lang(tag: &str) -> PyResult<String> {
-    names::lang_code(tag).map(String::from).ok_or_else(|| {
-        errors::to_py(Error::Config(format!("unknown language {tag:?}")))
-    })
+    names::lang_code(tag)
+        .map(String::from)
+        .ok_or_else(|| errors::to_py(Error::Config(format!("unknown language {tag:?}"))))
 }
+
+/// What `read_subtitles` returns: the cues, the encoding, the format, and where parsing broke.
+type ReadResult = (ArrowTable, String, String, Option<(u32, String)>);
 
 /// Read one subtitle file: (table, encoding, format, partial-parse note or None).
 #[pyfunction]
@@ -160,7 +163,7 @@ fn read_subtitles(
     lang: Option<String>,
     clean: bool,
     keep_top: bool,
-) -> PyResult<(ArrowTable, String, String, Option<(u32, String)>)> {
+) -> PyResult<ReadResult> {
     py.detach(|| {
         let lang = lang.or_else(|| names::parse_name(&path).map(|n| n.lang));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;

@@ -59,12 +59,19 @@ pub fn parse(text: &str) -> Parsed {
 }
 
 fn fields(rest: &str) -> Vec<String> {
-    rest.split(',').map(|f| f.trim().to_ascii_lowercase()).collect()
+    rest.split(',')
+        .map(|f| f.trim().to_ascii_lowercase())
+        .collect()
 }
 
 fn top_style(rest: &str, format: &[String], ssa: bool) -> Option<String> {
     let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
-    let at = |name: &str| format.iter().position(|f| f == name).and_then(|i| parts.get(i));
+    let at = |name: &str| {
+        format
+            .iter()
+            .position(|f| f == name)
+            .and_then(|i| parts.get(i))
+    };
     let align: i64 = at("alignment")?.parse().ok()?;
     let top = if ssa {
         (5..=7).contains(&align)
@@ -120,7 +127,15 @@ mod tests {
         let got: Vec<_> = p
             .cues
             .iter()
-            .map(|c| (c.start_ms, c.end_ms, c.text.as_str(), c.style.as_str(), c.top))
+            .map(|c| {
+                (
+                    c.start_ms,
+                    c.end_ms,
+                    c.text.as_str(),
+                    c.style.as_str(),
+                    c.top,
+                )
+            })
             .collect();
         assert_eq!(
             got,

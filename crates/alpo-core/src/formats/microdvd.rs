@@ -68,7 +68,11 @@ mod tests {
         let p = parse("{1}{1}25\n{25}{50}{y:i}Hello|there\n{75}{100}Bye\n");
         assert_eq!(p.fps, Some(25.0));
         assert_eq!(
-            (p.cues[0].start_ms, p.cues[0].end_ms, p.cues[0].text.as_str()),
+            (
+                p.cues[0].start_ms,
+                p.cues[0].end_ms,
+                p.cues[0].text.as_str()
+            ),
             (1000, 2000, "{y:i}Hello\nthere")
         );
         assert_eq!(p.cues.len(), 2);

@@ -154,7 +154,10 @@ mod tests {
             "1\r\n00:00:01,000 --> 00:00:02,500\r\nHello\r\nthere\r\n\r\n2\r\n00:00:03,000 --> 00:00:04,000\r\nBye\r\n",
             false,
         );
-        assert_eq!(texts(&p), [(1000, 2500, "Hello\nthere"), (3000, 4000, "Bye")]);
+        assert_eq!(
+            texts(&p),
+            [(1000, 2500, "Hello\nthere"), (3000, 4000, "Bye")]
+        );
         assert!(p.issue.is_none());
     }
 

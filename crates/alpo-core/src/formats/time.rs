@@ -56,7 +56,10 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         }
         groups.push((value, n));
         // "00:00:0x": a stamp ends at a separator, a space or the end, never inside a word.
-        if chars.peek().is_some_and(|c| c.is_alphanumeric() && digit(*c).is_none()) {
+        if chars
+            .peek()
+            .is_some_and(|c| c.is_alphanumeric() && digit(*c).is_none())
+        {
             return None;
         }
         skip_spaces(&mut chars);
@@ -75,14 +78,14 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
             1 => v as i64 * 100,
             2 => v as i64 * 10,
             3 => v as i64,
-            _ => (v / 10u64.pow(n - 3)) as i64,
+            // `v` holds at most the first 18 digits (see above), however many there were
+            _ => (v / 10u64.pow(n.min(18) - 3)) as i64,
         }
     };
     let (h, m, s, f) = match groups.as_slice() {
         [h, m, s, f] => (h.0, m.0, s.0, fraction(*f)),
         [a, b, c] if is_fraction_sep(seps[1]) => (0, a.0, b.0, fraction(*c)),
         [h, m, s] => (h.0, m.0, s.0, 0),
-        [m, s] if !is_fraction_sep(seps[0]) => (0, m.0, s.0, 0),
         _ => return None,
     };
     if h > 100_000 || m >= 60 && groups.len() > 2 || s >= 60 {
@@ -108,6 +111,9 @@ mod tests {
         assert_eq!(t("00:00:01"), Some(1_000));
         assert_eq!(t("00:00:01,"), Some(1_000));
         assert_eq!(t("00:00:01,4567"), Some(1_456));
+        // more fraction digits than a u64 holds: found by fuzzing, used to overflow
+        assert_eq!(t("00:00:01,12345678901234567890"), Some(1_123));
+        assert_eq!(t(&format!("00:00:01,5{}", "9".repeat(60))), Some(1_599));
     }
 
     #[test]
@@ -128,6 +134,8 @@ mod tests {
         assert_eq!(t("hello"), None);
         assert_eq!(t("00:61:00,000"), None);
         assert_eq!(t("12"), None);
+        // what a file cut off inside a timestamp leaves
+        assert_eq!(t("00:0"), None);
         assert_eq!(t("00:00:0x,000"), None);
         assert_eq!(t("0:00:0x.00"), None);
     }

@@ -26,12 +26,12 @@ test-py:  ## pytest only
 lint:  ## fmt, clippy, ruff, stubtest
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/ruff check python cli tests bench
+	$(VENV)/ruff check
 	$(VENV)/python -m mypy.stubtest alpo._core --allowlist .stubtest-allowlist
 
 fmt:  ## Format Rust and Python code
 	cargo fmt --all
-	$(VENV)/ruff format python cli tests bench
+	$(VENV)/ruff format
 
 bench:  ## The align benchmark (see bench/README.md)
 	$(VENV)/python bench/align_speed.py --pairs 1000000

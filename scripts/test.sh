@@ -19,8 +19,8 @@ else
     cargo test --workspace --exclude alpo-py
 fi
 echo "== ruff"
-ruff check python cli tests bench
-ruff format --check python cli tests bench
+ruff check
+ruff format --check
 echo "== stubtest"
 python -m mypy.stubtest alpo._core --allowlist .stubtest-allowlist
 echo "== pytest"

@@ -45,7 +45,8 @@ pub fn parse(text: &str) -> Parsed {
         }
         let rate = fps.unwrap_or(DEFAULT_FPS);
         let ms = |frame: i64| (frame as f64 * 1000.0 / rate).round() as i64;
-        let end = b.unwrap_or(a + (rate * 2.0) as i64);
+        // An open end (`{a}{}`) shows the cue for two seconds.
+        let end = b.unwrap_or(a.saturating_add((rate * 2.0) as i64));
         out.cues.push(RawCue {
             start_ms: ms(a),
             end_ms: ms(end),
@@ -75,6 +76,13 @@ mod tests {
             ),
             (1000, 2000, "{y:i}Hello\nthere")
         );
+        assert_eq!(p.cues.len(), 2);
+    }
+
+    #[test]
+    fn open_end_and_huge_frames() {
+        let p = parse("{50}{}open\n{9223372036854775807}{}x\n");
+        assert_eq!((p.cues[0].start_ms, p.cues[0].end_ms), (2085, 4046));
         assert_eq!(p.cues.len(), 2);
     }
 }

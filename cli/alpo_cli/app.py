@@ -47,11 +47,6 @@ def main_options(
     state["debug"] = debug
 
 
-def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 def align(
     raw: Annotated[

@@ -178,7 +178,6 @@ def align_to_parquet(
         "keep_top": keep_top,
     }
     started = time.perf_counter()
-    aligner = _aligner(paths, pair, max_gap, sync, mode, keep_top, threads, chunk_mb)
     print_key = fingerprint(paths, options)
     if not force and out.exists() and report_path.exists():
         try:
@@ -187,6 +186,7 @@ def align_to_parquet(
             previous = {}
         if previous.get("fingerprint") == print_key:
             return {**previous, "skipped": True}
+    aligner = _aligner(paths, pair, max_gap, sync, mode, keep_top, threads, chunk_mb)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

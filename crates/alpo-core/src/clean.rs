@@ -47,7 +47,7 @@ pub fn clean(raw: Vec<RawCue>, opts: CleanOptions) -> (Vec<Cue>, CleanStats) {
     let mut cues = Vec::with_capacity(raw.len());
     for r in raw {
         let top = r.top || has_top_tag(&r.text);
-        let (text, annotation) = clean_text(&r.text);
+        let (text, annotation) = clean_owned(r.text);
         if r.end_ms < r.start_ms {
             stats.end_before_start += 1;
         } else if annotation && text.is_empty() {
@@ -102,19 +102,40 @@ fn has_top_tag(text: &str) -> bool {
 }
 
 /// Bytes that mean a text needs more than a copy: markup, breaks, entities, annotations,
-/// invisible format characters (their UTF-8 starts with 0xE2 or 0xEF) and control whitespace.
+/// invisible format characters (their UTF-8 starts with 0xE2 or 0xEF), control whitespace,
+/// double spaces, a leading dash or space, a trailing space. One pass: this runs on every cue.
 fn needs_work(text: &str) -> bool {
+    const SPECIAL: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut k = 0;
+        let bytes = b"{<&\\=\n\r\t\xE2\xEF";
+        while k < bytes.len() {
+            t[bytes[k] as usize] = true;
+            k += 1;
+        }
+        t
+    };
     let b = text.as_bytes();
-    b.first() == Some(&b' ')
-        || b.last() == Some(&b' ')
-        || b.first() == Some(&b'-')
-        || b.iter().any(|&c| {
-            matches!(
-                c,
-                b'{' | b'<' | b'&' | b'\\' | b'=' | b'\n' | b'\r' | b'\t' | 0xE2 | 0xEF
-            )
-        })
-        || text.contains("  ")
+    if matches!(b.first(), Some(b' ' | b'-')) || b.last() == Some(&b' ') {
+        return true;
+    }
+    let mut prev = 0u8;
+    for &c in b {
+        if SPECIAL[c as usize] || (c == b' ' && prev == b' ') {
+            return true;
+        }
+        prev = c;
+    }
+    false
+}
+
+/// `clean_text` that moves a text needing no work instead of copying it: most cues.
+fn clean_owned(text: String) -> (String, bool) {
+    if needs_work(&text) {
+        clean_text(&text)
+    } else {
+        (text, false)
+    }
 }
 
 /// Plain text of a cue and whether it held an annotation line.
@@ -134,12 +155,10 @@ pub fn clean_text(text: &str) -> (String, bool) {
             annotation = true;
             continue;
         }
-        for word in line.split_whitespace() {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(word);
+        if !out.is_empty() {
+            out.push(' ');
         }
+        push_single_spaced(&mut out, line);
     }
     let mut s = out.as_str();
     if let Some(rest) = s.strip_prefix("- -") {
@@ -151,68 +170,63 @@ pub fn clean_text(text: &str) -> (String, bool) {
     (s.to_string(), annotation)
 }
 
-/// Remove `{...}` override blocks and HTML/WebVTT tags, turn ASS breaks into newlines, decode
-/// entities and drop invisible direction marks.
-fn strip_markup(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        match c {
-            '{' => {
-                if let Some(end) = rest.find('}') {
-                    rest = &rest[end + 1..];
-                    continue;
-                }
-            }
-            '<' => {
-                if let Some(len) = tag_len(rest) {
-                    rest = &rest[len..];
-                    continue;
-                }
-            }
-            '\\' => {
-                let next = rest[1..].chars().next();
-                match next {
-                    Some('N') | Some('n') => {
-                        out.push('\n');
-                        rest = &rest[2..];
-                        continue;
-                    }
-                    Some('h') => {
-                        out.push(' ');
-                        rest = &rest[2..];
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            '&' => {
-                if let Some((ch, len)) = entity(rest) {
-                    if let Some(ch) = ch {
-                        out.push(ch);
-                    }
-                    rest = &rest[len..];
-                    continue;
-                }
-            }
-            '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}' => {
-                rest = &rest[c.len_utf8()..];
-                continue;
-            }
-            '\t' | '\r' => {
-                out.push(' ');
-                rest = &rest[1..];
-                continue;
-            }
-            _ => {}
+/// Append `line` with each run of spaces reduced to one.
+fn push_single_spaced(out: &mut String, line: &str) {
+    let b = line.as_bytes();
+    let mut run = 0;
+    for i in 1..b.len() {
+        if b[i] == b' ' && b[i - 1] == b' ' {
+            out.push_str(&line[run..i]);
+            run = i + 1;
         }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
     }
+    out.push_str(&line[run.min(line.len())..]);
+}
+
+/// Remove `{...}` override blocks and HTML/WebVTT tags, turn ASS breaks into newlines, decode
+/// entities and drop invisible direction marks. Plain runs between markup are copied whole.
+fn strip_markup(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut run, mut i) = (0, 0);
+    while i < b.len() {
+        // (bytes the markup at i takes, what replaces it)
+        let markup: Option<(usize, Option<char>)> = match b[i] {
+            b'{' => text[i..].find('}').map(|end| (end + 1, None)),
+            b'<' => tag_len(&text[i..]).map(|len| (len, None)),
+            b'\\' => match b.get(i + 1) {
+                Some(b'N' | b'n') => Some((2, Some('\n'))),
+                Some(b'h') => Some((2, Some(' '))),
+                _ => None,
+            },
+            b'&' => entity(&text[i..]).map(|(ch, len)| (len, ch)),
+            b'\t' | b'\r' => Some((1, Some(' '))),
+            // lead bytes of U+200B..U+206F and U+FEFF; always at a char boundary
+            0xE2 | 0xEF => text[i..]
+                .chars()
+                .next()
+                .filter(|&c| is_invisible(c))
+                .map(|c| (c.len_utf8(), None)),
+            _ => None,
+        };
+        match markup {
+            Some((len, replacement)) => {
+                out.push_str(&text[run..i]);
+                if let Some(c) = replacement {
+                    out.push(c);
+                }
+                i += len;
+                run = i;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[run..]);
     out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Length of a markup tag at the start of `s` (`<i>`, `< /  i >`, `<font color="red">`,

@@ -6,6 +6,7 @@
 //! a chunk run in parallel; their output keeps the plan's order, so a run is deterministic.
 
 use crate::align;
+use crate::batch;
 use crate::clean::{self, CleanOptions, Cue};
 use crate::encoding;
 use crate::error::{Error, Result};
@@ -13,9 +14,12 @@ use crate::formats::{self, Format};
 use crate::names::{self, NameInfo};
 use crate::report::{DuplicateFile, EpisodeReport, Partial, Report, Skipped};
 use crate::sync::{self, Fit};
+use arrow_array::RecordBatch;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -517,6 +521,13 @@ fn joined(cues: &[Cue]) -> (i64, i64, String) {
     (cues[0].start_ms, end, text)
 }
 
+/// Shared between a corpus run and whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub report: Mutex<Report>,
+    pub bytes_done: AtomicU64,
+}
+
 /// A corpus aligned chunk by chunk: each `next_chunk` processes the next episodes (about
 /// `chunk_bytes` of input) in parallel and returns their rows.
 pub struct CorpusAligner {
@@ -524,9 +535,8 @@ pub struct CorpusAligner {
     next: usize,
     opts: AlignOptions,
     pool: rayon::ThreadPool,
-    pub report: Report,
+    pub progress: Arc<Progress>,
     pub bytes_total: u64,
-    pub bytes_done: u64,
 }
 
 impl CorpusAligner {
@@ -542,9 +552,11 @@ impl CorpusAligner {
             next: 0,
             opts,
             pool,
-            report,
+            progress: Arc::new(Progress {
+                report: Mutex::new(report),
+                bytes_done: AtomicU64::new(0),
+            }),
             bytes_total,
-            bytes_done: 0,
         })
     }
 
@@ -568,12 +580,71 @@ impl CorpusAligner {
         let results: Vec<(Vec<PairRows>, Report)> = self
             .pool
             .install(|| jobs.par_iter().map(|j| align_episode(j, opts)).collect());
-        self.bytes_done += bytes;
         let mut rows = Vec::new();
+        let mut report = self.progress.report.lock().expect("report lock");
         for (r, rep) in results {
             rows.extend(r);
-            self.report.merge(rep);
+            report.merge(rep);
         }
+        self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
         Some(rows)
+    }
+
+    /// The next chunk as Arrow record batches, one per worker thread, built in parallel.
+    pub fn next_batches(&mut self) -> Option<Vec<RecordBatch>> {
+        let rows = self.next_chunk()?;
+        let per = rows.len().div_ceil(self.pool.current_num_threads()).max(1);
+        Some(
+            self.pool
+                .install(|| rows.par_chunks(per).map(batch::to_batch).collect()),
+        )
+    }
+
+    /// Run the corpus on a background thread that stays up to `depth` chunks ahead of the
+    /// consumer, so aligning the next chunk overlaps with writing the last one.
+    pub fn prefetch(mut self, depth: usize) -> Prefetch {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+        let progress = self.progress.clone();
+        let (bytes_total, episodes) = (self.bytes_total, self.episodes());
+        let worker = std::thread::spawn(move || {
+            while let Some(batches) = self.next_batches() {
+                if tx.send(batches).is_err() {
+                    break; // the consumer is gone
+                }
+            }
+        });
+        Prefetch {
+            rx: Mutex::new(rx),
+            worker: Mutex::new(Some(worker)),
+            progress,
+            bytes_total,
+            episodes,
+        }
+    }
+}
+
+/// The consuming end of `CorpusAligner::prefetch`.
+pub struct Prefetch {
+    rx: Mutex<std::sync::mpsc::Receiver<Vec<RecordBatch>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub progress: Arc<Progress>,
+    pub bytes_total: u64,
+    pub episodes: usize,
+}
+
+impl Prefetch {
+    /// The next chunk's batches; `None` once the corpus is done (the report is then complete).
+    /// A crash of the worker thread is an error, never a silently short corpus.
+    pub fn next(&self) -> Result<Option<Vec<RecordBatch>>> {
+        if let Ok(batches) = self.rx.lock().expect("receiver lock").recv() {
+            return Ok(Some(batches));
+        }
+        let worker = self.worker.lock().expect("worker lock").take();
+        match worker.map(|handle| handle.join()) {
+            Some(Err(_)) => Err(Error::Config(
+                "the alignment worker crashed; the output is incomplete".into(),
+            )),
+            _ => Ok(None),
+        }
     }
 }

@@ -13,7 +13,7 @@ use encoding_rs::{
 use std::borrow::Cow;
 
 /// How many leading bytes chardetng looks at: enough for a confident guess, cheap on big files.
-const SNIFF_BYTES: usize = 64 * 1024;
+const SNIFF_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Decoded<'a> {
@@ -106,15 +106,17 @@ pub fn decode<'a>(bytes: &'a [u8], lang: Option<&str>) -> Result<Decoded<'a>, St
         return Err("binary data, not a subtitle file".into());
     }
     let list = candidates(lang);
-    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
-    detector.feed(
-        &bytes[..bytes.len().min(SNIFF_BYTES)],
-        bytes.len() <= SNIFF_BYTES,
-    );
-    let guess = detector.guess(lang.and_then(tld), chardetng::Utf8Detection::Deny);
-    let ordered = std::iter::once(guess)
+    // chardetng's guess only matters where a language has several candidates.
+    let guess = (list.len() > 1).then(|| {
+        let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+        let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
+        detector.feed(head, bytes.len() <= SNIFF_BYTES);
+        detector.guess(lang.and_then(tld), chardetng::Utf8Detection::Deny)
+    });
+    let ordered = guess
         .filter(|g| list.contains(g))
-        .chain(list.iter().copied().filter(|&e| e != guess));
+        .into_iter()
+        .chain(list.iter().copied().filter(|&e| Some(e) != guess));
     for enc in ordered {
         if let Some(text) = strict(enc, bytes) {
             if plausible(&text, lang) {

@@ -20,7 +20,7 @@ const SPEEDS: [f64; 7] = [
 ];
 const MAX_OFFSET_MS: i64 = 60_000;
 const BIN_MS: i64 = 200;
-const SAMPLES: usize = 400;
+const SAMPLES: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {

@@ -6,7 +6,7 @@ mod errors;
 
 use alpo_core::batch;
 use alpo_core::clean::{self, CleanOptions};
-use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode};
+use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode, Prefetch};
 use alpo_core::formats::{self, Format};
 use alpo_core::{encoding, names, Error};
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
@@ -56,10 +56,11 @@ fn mode(name: &str) -> PyResult<Mode> {
     }
 }
 
-/// Aligns a corpus chunk by chunk; each `next_batch` releases the GIL while it works.
+/// Aligns a corpus chunk by chunk on a background thread, one chunk ahead of the consumer;
+/// `next_batch` waits for it with the GIL released.
 #[pyclass(module = "alpo._core")]
 struct Aligner {
-    inner: CorpusAligner,
+    inner: Prefetch,
 }
 
 #[pymethods]
@@ -100,18 +101,19 @@ impl Aligner {
         let inner = py
             .detach(|| CorpusAligner::new(&paths, opts, threads))
             .map_err(errors::to_py)?;
-        Ok(Aligner { inner })
+        Ok(Aligner {
+            inner: inner.prefetch(1),
+        })
     }
 
     /// Rows of the next chunk of episodes, or None when the corpus is done.
-    fn next_batch(&mut self, py: Python<'_>) -> Option<ArrowTable> {
-        let inner = &mut self.inner;
-        py.detach(|| {
-            inner.next_chunk().map(|rows| ArrowTable {
-                batches: vec![batch::to_batch(&rows)],
-                schema: batch::schema(),
-            })
-        })
+    fn next_batch(&self, py: Python<'_>) -> PyResult<Option<ArrowTable>> {
+        let inner = &self.inner;
+        let batches = py.detach(|| inner.next()).map_err(errors::to_py)?;
+        Ok(batches.map(|batches| ArrowTable {
+            batches,
+            schema: batch::schema(),
+        }))
     }
 
     /// An empty table with the output schema.
@@ -124,12 +126,13 @@ impl Aligner {
 
     /// The run's report so far, as JSON.
     fn report_json(&self) -> String {
-        serde_json::to_string(&self.inner.report).expect("report serializes")
+        let report = self.inner.progress.report.lock().expect("report lock");
+        serde_json::to_string(&*report).expect("report serializes")
     }
 
     #[getter]
     fn episodes(&self) -> usize {
-        self.inner.episodes()
+        self.inner.episodes
     }
 
     #[getter]
@@ -139,7 +142,10 @@ impl Aligner {
 
     #[getter]
     fn bytes_done(&self) -> u64 {
-        self.inner.bytes_done
+        self.inner
+            .progress
+            .bytes_done
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

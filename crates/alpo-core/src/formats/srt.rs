@@ -6,12 +6,14 @@
 
 use super::{lines, parse_timestamp, Parsed, RawCue};
 
-struct Open<'a> {
+struct Open {
     start_ms: i64,
     end_ms: i64,
     top: bool,
     line: u32,
-    text: Vec<&'a str>,
+    /// Byte span of the cue's text in the file: its lines are consecutive, so no list of
+    /// lines is needed (this runs for every cue of every file).
+    text: Option<(usize, usize)>,
     closed: bool,
 }
 
@@ -22,20 +24,20 @@ pub fn parse(text: &str, vtt: bool) -> Parsed {
         match timing_line(line) {
             Timing::Cue(start_ms, end_ms, settings) => {
                 if let Some(cue) = open.take() {
-                    finish(&mut out, cue, vtt, true);
+                    finish(&mut out, text, cue, vtt, true);
                 }
                 open = Some(Open {
                     start_ms,
                     end_ms,
                     top: vtt && top_setting(settings),
                     line: n,
-                    text: Vec::new(),
+                    text: None,
                     closed: false,
                 });
             }
             Timing::Broken(reason) => {
                 if let Some(cue) = open.take() {
-                    finish(&mut out, cue, vtt, true);
+                    finish(&mut out, text, cue, vtt, true);
                 }
                 out.bad(n, reason);
             }
@@ -44,33 +46,38 @@ pub fn parse(text: &str, vtt: bool) -> Parsed {
                     if vtt && line.trim().is_empty() {
                         cue.closed = true;
                     } else if !cue.closed {
-                        cue.text.push(line);
+                        let start = line.as_ptr() as usize - text.as_ptr() as usize;
+                        let first = cue.text.map_or(start, |(first, _)| first);
+                        cue.text = Some((first, start + line.len()));
                     }
                 }
             }
         }
     }
     if let Some(cue) = open.take() {
-        finish(&mut out, cue, vtt, false);
+        finish(&mut out, text, cue, vtt, false);
     }
     out
 }
 
-fn finish(out: &mut Parsed, mut cue: Open, vtt: bool, before_next: bool) {
-    while cue.text.last().is_some_and(|l| l.trim().is_empty()) {
-        cue.text.pop();
-    }
+fn finish(out: &mut Parsed, file: &str, cue: Open, vtt: bool, before_next: bool) {
+    let mut text = cue.text.map_or("", |(a, b)| &file[a..b]).trim_end();
     // The next cue's index sits at the end of this cue's text when blank lines are missing.
-    if !vtt && before_next && cue.text.last().is_some_and(|l| is_index(l)) {
-        cue.text.pop();
-        while cue.text.last().is_some_and(|l| l.trim().is_empty()) {
-            cue.text.pop();
+    if !vtt && before_next {
+        match text.rsplit_once(['\n', '\r']) {
+            Some((head, last)) if is_index(last) => text = head.trim_end(),
+            None if is_index(text) => text = "",
+            _ => {}
         }
     }
     out.cues.push(RawCue {
         start_ms: cue.start_ms,
         end_ms: cue.end_ms,
-        text: cue.text.join("\n"),
+        text: if text.contains('\r') {
+            text.replace("\r\n", "\n").replace('\r', "\n")
+        } else {
+            text.to_string()
+        },
         style: String::new(),
         top: cue.top,
         line: cue.line,
@@ -159,6 +166,15 @@ mod tests {
             [(1000, 2500, "Hello\nthere"), (3000, 4000, "Bye")]
         );
         assert!(p.issue.is_none());
+    }
+
+    #[test]
+    fn bare_cr_line_ends() {
+        let p = parse(
+            "1\r00:00:01,000 --> 00:00:02,000\rA\rB\r2\r00:00:03,000 --> 00:00:04,000\rC\r",
+            false,
+        );
+        assert_eq!(texts(&p), [(1000, 2000, "A\nB"), (3000, 4000, "C")]);
     }
 
     #[test]

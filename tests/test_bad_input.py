@@ -3,6 +3,7 @@ every good file is aligned."""
 
 import json
 import random
+from pathlib import Path
 
 import polars as pl
 
@@ -94,3 +95,13 @@ def test_unreadable_input_and_bad_options_fail_with_one_line(tmp_path, cli):
         assert proc.returncode == 1, args
         assert needle in proc.stderr, (args, proc.stderr)
         assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_unwritable_output_fails_with_one_line(tmp_path, cli):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    proc = cli("align", str(examples), "--out", str(blocker / "out.parquet"), check=False)
+    assert proc.returncode == 1
+    assert "a-file" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

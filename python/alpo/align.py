@@ -192,26 +192,38 @@ def align_to_parquet(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     total = aligner.bytes_total
 
+    failed: list[BaseException] = []  # an error of the aligner, not of the writer
+
     def source(
         with_columns: list[str] | None,
         predicate: pl.Expr | None,
         n_rows: int | None,
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
-        for df in _frames(aligner):
-            if on_progress:
-                on_progress(aligner.bytes_done, total)
-            if with_columns is not None:
-                df = df.select(with_columns)
-            if predicate is not None:
-                df = df.filter(predicate)
-            yield df
+        try:
+            for df in _frames(aligner):
+                if on_progress:
+                    on_progress(aligner.bytes_done, total)
+                if with_columns is not None:
+                    df = df.select(with_columns)
+                if predicate is not None:
+                    df = df.filter(predicate)
+                yield df
+        except Exception as e:
+            failed.append(e)
+            raise
 
     from polars.io.plugins import register_io_source
 
     try:
-        register_io_source(source, schema=ALIGNED_SCHEMA).sink_parquet(tmp)
+        register_io_source(source, schema=ALIGNED_SCHEMA).sink_parquet(
+            tmp, compression="zstd", compression_level=1
+        )
         os.replace(tmp, out)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        if failed:
+            raise failed[0] from e
+        raise InputError(f"{out}: cannot write the output: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
     result = json.loads(aligner.report_json())

@@ -1,8 +1,14 @@
 //! Aligned rows as an Arrow record batch with the columns of the `alpo align` contract.
+//!
+//! Strings are Arrow string views (`Utf8View`), the layout polars keeps strings in, so polars
+//! takes the columns without converting them. A column that repeats one value per episode pair
+//! (pair, title, file names, ...) stores each value once and repeats only its 16-byte view.
 
 use crate::corpus::PairRows;
-use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+
+use arrow_array::builder::{make_view, StringViewBuilder};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringViewArray, UInt32Array};
+use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::{Arc, LazyLock};
 
@@ -11,7 +17,7 @@ const STRINGS_BEFORE: [&str; 5] = ["pair", "title", "episode", "src_lang", "tgt_
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields: Vec<Field> = STRINGS_BEFORE
         .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, false))
+        .map(|n| Field::new(*n, DataType::Utf8View, false))
         .collect();
     fields.push(Field::new("line", DataType::UInt32, false));
     fields.push(Field::new("fragment", DataType::UInt32, false));
@@ -19,7 +25,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         fields.push(Field::new(n, DataType::Int64, false));
     }
     for n in ["src_text", "tgt_text", "src_file", "tgt_file"] {
-        fields.push(Field::new(n, DataType::Utf8, false));
+        fields.push(Field::new(n, DataType::Utf8View, false));
     }
     Arc::new(Schema::new(fields))
 });
@@ -31,20 +37,23 @@ pub fn schema() -> SchemaRef {
 /// One batch from the rows of several episode pairs, in order.
 pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
     let n: usize = parts.iter().map(PairRows::len).sum();
-    // A column that repeats one value per episode pair.
     let repeated = |get: fn(&PairRows) -> &str| -> ArrayRef {
-        let bytes = parts.iter().map(|p| get(p).len() * p.len()).sum();
-        let mut b = StringBuilder::with_capacity(n, bytes);
+        let mut data = Vec::new();
+        let mut views = Vec::with_capacity(n);
         for p in parts {
-            for _ in 0..p.len() {
-                b.append_value(get(p));
-            }
+            let value = get(p).as_bytes();
+            let view = make_view(value, 0, data.len() as u32);
+            data.extend_from_slice(value);
+            views.extend(std::iter::repeat_n(view, p.len()));
         }
-        Arc::new(b.finish())
+        Arc::new(StringViewArray::new(
+            ScalarBuffer::from(views),
+            vec![Buffer::from_vec(data)],
+            None,
+        ))
     };
     let texts = |get: fn(&PairRows) -> &Vec<String>| -> ArrayRef {
-        let bytes = parts.iter().flat_map(get).map(String::len).sum();
-        let mut b = StringBuilder::with_capacity(n, bytes);
+        let mut b = StringViewBuilder::with_capacity(n);
         for s in parts.iter().flat_map(get) {
             b.append_value(s);
         }

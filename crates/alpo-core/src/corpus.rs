@@ -401,27 +401,12 @@ fn align_pair(
     let src_starts: Vec<i64> = src.cues.iter().map(|c| c.start_ms).collect();
     let tgt_starts: Vec<i64> = tgt.cues.iter().map(|c| c.start_ms).collect();
     let plain = align::nearest(&src_starts, &tgt_starts, opts.max_gap_ms);
-    let share =
-        |m: &[Option<u32>]| m.iter().filter(|x| x.is_some()).count() as f64 / m.len().max(1) as f64;
-    let share_plain = share(&plain);
-    // A correction is kept when it aligns clearly more cues, or as many while moving cues
-    // enough to change which target is nearest.
-    let mut fit = Fit::IDENTITY;
-    let mut matches = plain;
-    if opts.sync {
-        let duration = src_starts.last().unwrap_or(&0) - src_starts.first().unwrap_or(&0);
-        if let Some(f) = sync::estimate(&src_starts, &tgt_starts) {
-            if !f.is_identity(duration, 50.0) {
-                let mapped: Vec<i64> = src_starts.iter().map(|&t| f.map(t)).collect();
-                let m = align::nearest(&mapped, &tgt_starts, opts.max_gap_ms);
-                let gain = share(&m) - share_plain;
-                if gain > 0.01 || (gain >= 0.0 && !f.is_identity(duration, 200.0)) {
-                    fit = f;
-                    matches = m;
-                }
-            }
-        }
-    }
+    let share_plain = aligned_share(&plain);
+    let (fit, matches) = if opts.sync {
+        correct_timing(&src_starts, &tgt_starts, opts.max_gap_ms, plain)
+    } else {
+        (Fit::IDENTITY, plain)
+    };
     let mut rows = PairRows {
         pair: format!("{s_lang}-{t_lang}"),
         title: job.title.clone(),
@@ -502,6 +487,36 @@ fn align_pair(
         aligned_share_unsynced: share_plain,
     };
     (rows, report)
+}
+
+fn aligned_share(matches: &[Option<u32>]) -> f64 {
+    matches.iter().filter(|m| m.is_some()).count() as f64 / matches.len().max(1) as f64
+}
+
+/// Find an offset/drift between the tracks and keep it when it aligns clearly more cues, or as
+/// many while moving cues enough to change which target is nearest. Returns the mapping used
+/// and the matches under it (`plain`, the uncorrected matches, when none is kept).
+fn correct_timing(
+    src_starts: &[i64],
+    tgt_starts: &[i64],
+    max_gap_ms: i64,
+    plain: Vec<Option<u32>>,
+) -> (Fit, Vec<Option<u32>>) {
+    let duration = src_starts.last().unwrap_or(&0) - src_starts.first().unwrap_or(&0);
+    let Some(fit) = sync::estimate(src_starts, tgt_starts) else {
+        return (Fit::IDENTITY, plain);
+    };
+    if fit.is_identity(duration, 50.0) {
+        return (Fit::IDENTITY, plain);
+    }
+    let mapped: Vec<i64> = src_starts.iter().map(|&t| fit.map(t)).collect();
+    let corrected = align::nearest(&mapped, tgt_starts, max_gap_ms);
+    let gain = aligned_share(&corrected) - aligned_share(&plain);
+    if gain > 0.01 || (gain >= 0.0 && !fit.is_identity(duration, 200.0)) {
+        (fit, corrected)
+    } else {
+        (Fit::IDENTITY, plain)
+    }
 }
 
 /// One span and text for consecutive cues merged by an overlap link.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,6 +167,101 @@ def print_align_summary(s: dict[str, Any]) -> None:
     for k in s["files_partial"][:20]:
         out.print(f"  partly read {k['file']}: line {k['line']}: {k['reason']}", highlight=False)
     out.print(f"report: {s['report']}")
+
+
+@app.command()
+def prepare(
+    aligned: Annotated[Path, typer.Argument(help="Aligned Parquet file from `alpo align`.")],
+    pair: Annotated[str, typer.Option(help="Language pair SRC-TGT to prepare, e.g. zh-th.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: runs/{pair}/data).")
+    ] = None,
+    window: Annotated[int, typer.Option(help="Core lines per window (whole segments).")] = 25,
+    context: Annotated[
+        int, typer.Option(help="Context lines before and after the core (whole segments).")
+    ] = 5,
+    segmenter: Annotated[
+        str, typer.Option(help="line (every line), punct (sentence-final punctuation) or llm.")
+    ] = "line",
+    sft_share: Annotated[
+        float, typer.Option(help="Share of non-test windows for SFT; the rest is the pool.")
+    ] = 0.8,
+    test_titles: Annotated[
+        str | None,
+        typer.Option(
+            help="Titles held out for test: a count picked by --seed, or names joined by "
+            "commas (default: a tenth of the titles, none if there is only one)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the test pick and the SFT/pool split.")] = 1024,
+    min_fragment: Annotated[
+        int, typer.Option(help="Skip fragments shorter than this many lines.")
+    ] = 10,
+    instruction_language: Annotated[
+        str, typer.Option(help="Instruction text of the prompts: en, or zh as the release.")
+    ] = "en",
+    paraphrase: Annotated[
+        bool, typer.Option(help="Paraphrase the instruction of SFT prompts (augmentation).")
+    ] = False,
+    glossary: Annotated[
+        Path | None, typer.Option(help="TSV of title, term, translation rows for the prompts.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Redo even if the outputs are up to date.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
+) -> None:
+    """Cut prompt windows from an aligned corpus and split them into sft, pool and test.
+
+    Windows hold whole segments and never cross a fragment or episode border; the test split
+    holds whole titles that no training window contains. Writes sft.parquet, pool.parquet,
+    test.parquet and manifest.json.
+    """
+    picked: int | list[str] | None = None
+    if test_titles is not None:
+        picked = (
+            int(test_titles)
+            if test_titles.strip().isdigit()
+            else [t.strip() for t in test_titles.split(",") if t.strip()]
+        )
+    with (
+        err.status("preparing windows", spinner="dots")
+        if err.is_terminal and not as_json
+        else nullcontext()
+    ):
+        manifest = alpo.prepare(
+            aligned,
+            pair,
+            out,
+            force=force,
+            window=window,
+            context=context,
+            segmenter=segmenter,
+            sft_share=sft_share,
+            test_titles=picked,
+            seed=seed,
+            min_fragment=min_fragment,
+            instruction_language=instruction_language,
+            paraphrase=paraphrase,
+            glossary=str(glossary) if glossary else None,
+        )
+    if as_json:
+        typer.echo(json.dumps(manifest, ensure_ascii=False))
+        return
+    out_console = Console()
+    if manifest.get("skipped"):
+        out_console.print(f"{manifest['out']} is up to date (use --force to redo it)")
+    splits = manifest["splits"]
+    out_console.print(
+        f"{manifest['rows']:,} aligned rows of {manifest['options']['pair']} -> "
+        + ", ".join(f"{name} {s['windows']:,} windows" for name, s in splits.items())
+        + f" in {manifest['out']}"
+    )
+    out_console.print(f"test titles: {', '.join(manifest['test_titles']) or 'none'}")
+    d = manifest["dropped"]
+    out_console.print(
+        f"skipped: {d['short_fragments']} fragments under {manifest['options']['min_fragment']} "
+        f"lines ({d['short_fragment_lines']} lines), {d['open_segment_lines']} lines of "
+        "segments cut at a fragment end"
+    )
 
 
 def main() -> None:

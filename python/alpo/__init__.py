@@ -14,6 +14,7 @@ from alpo.align import (
     read_subtitles_info,
 )
 from alpo.exceptions import AlpoError, ConfigError, EncodingError, InputError, ParseError
+from alpo.prepare import PrepareOptions, prepare
 
 __all__ = [
     "ALIGNED_SCHEMA",
@@ -21,11 +22,13 @@ __all__ = [
     "ConfigError",
     "EncodingError",
     "InputError",
+    "PrepareOptions",
     "ParseError",
     "__version__",
     "align",
     "align_report",
     "align_to_parquet",
+    "prepare",
     "read_subtitles",
     "read_subtitles_info",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "ParseError",
     "lang",
     "nearest",
+    "prepare_windows",
     "read_subtitles",
     "__version__",
 ]
@@ -62,3 +63,6 @@ def read_subtitles(
     keep_top: bool = True,
 ) -> tuple[ArrowTable, str, str, tuple[int, str] | None]: ...
 def nearest(src: Sequence[int], tgt: Sequence[int], max_gap_ms: int = 700) -> list[int | None]: ...
+def prepare_windows(
+    frame: object, core_lines: int = 25, context_lines: int = 5, min_lines: int = 10
+) -> tuple[ArrowTable, str]: ...

@@ -4,6 +4,8 @@
 //! MicroDVD, [`clean`] turns cues into plain text, [`names`] pairs files of one episode across
 //! languages, [`sync`] corrects offset and drift, [`align`] links cues, [`corpus`] runs it all
 //! over a corpus in parallel chunks and [`batch`] hands the rows over as Arrow.
+//!
+//! `alpo prepare`: [`windows`] cuts prompt windows of whole segments out of the aligned rows.
 
 pub mod align;
 pub mod batch;
@@ -15,5 +17,6 @@ pub mod formats;
 pub mod names;
 pub mod report;
 pub mod sync;
+pub mod windows;
 
 pub use error::{Error, Result};

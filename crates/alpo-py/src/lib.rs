@@ -8,10 +8,14 @@ use alpo_core::batch;
 use alpo_core::clean::{self, CleanOptions};
 use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode, Prefetch};
 use alpo_core::formats::{self, Format};
-use alpo_core::{encoding, names, Error};
+use alpo_core::{encoding, names, windows, Error};
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
-use arrow_array::ffi_stream::FFI_ArrowArrayStream;
-use arrow_array::{ArrayRef, RecordBatch, RecordBatchIterator};
+use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, ListArray, RecordBatch, RecordBatchIterator, UInt32Array,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 use std::path::PathBuf;
@@ -215,7 +219,6 @@ fn read_subtitles(
 }
 
 fn cue_table(cues: &[clean::Cue]) -> ArrowTable {
-    use arrow_schema::{DataType, Field, Schema};
     let mut start = Int64Builder::new();
     let mut end = Int64Builder::new();
     let mut text = StringBuilder::new();
@@ -264,6 +267,97 @@ fn nearest(src: Vec<i64>, tgt: Vec<i64>, max_gap_ms: i64) -> PyResult<Vec<Option
     Ok(alpo_core::align::nearest(&src, &tgt, max_gap_ms))
 }
 
+/// Columns of a polars DataFrame (anything with `__arrow_c_stream__`), batch by batch.
+fn import_batches(frame: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+    let capsule = frame.call_method0("__arrow_c_stream__")?;
+    let capsule = capsule.cast::<PyCapsule>()?;
+    let ptr = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    // SAFETY: the capsule holds an ArrowArrayStream (checked by its name); `from_raw` moves the
+    // stream out and leaves a released one behind, as the PyCapsule protocol expects.
+    let reader = unsafe { RecordBatchStreamReader::from_raw(ptr.as_ptr().cast()) }
+        .map_err(|e| errors::to_py(Error::Config(format!("cannot read Arrow data: {e}"))))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| errors::to_py(Error::Config(format!("cannot read Arrow data: {e}"))))
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> PyResult<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            errors::to_py(Error::Config(format!(
+                "column {name} is missing or of the wrong type"
+            )))
+        })
+}
+
+/// Prompt windows (see alpo-core `windows`) from a frame with columns `group` (u32), `starts`
+/// and `open_end` (bool). Returns the windows as a table (start, end, core_start, core_end,
+/// segment_of_line) and what was dropped, as JSON.
+#[pyfunction]
+#[pyo3(signature = (frame, core_lines=25, context_lines=5, min_lines=10))]
+fn prepare_windows(
+    py: Python<'_>,
+    frame: &Bound<'_, PyAny>,
+    core_lines: usize,
+    context_lines: usize,
+    min_lines: usize,
+) -> PyResult<(ArrowTable, String)> {
+    let (mut group, mut starts, mut open_end) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in import_batches(frame)? {
+        group.extend(
+            column::<UInt32Array>(&batch, "group")?
+                .values()
+                .iter()
+                .copied(),
+        );
+        starts.extend(column::<BooleanArray>(&batch, "starts")?.values().iter());
+        open_end.extend(column::<BooleanArray>(&batch, "open_end")?.values().iter());
+    }
+    let opts = windows::WindowOptions {
+        core_lines,
+        context_lines,
+        min_lines,
+    };
+    let w = py.detach(|| windows::windows(&group, &starts, &open_end, opts));
+    let u32s = |f: fn(&windows::Window) -> u32| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(w.windows.iter().map(f)))
+    };
+    let mut offsets = Vec::with_capacity(w.windows.len() + 1);
+    offsets.push(0i32);
+    for x in &w.windows {
+        offsets.push(offsets.last().copied().unwrap_or(0) + (x.end - x.start) as i32);
+    }
+    let item = Arc::new(Field::new("item", DataType::UInt32, false));
+    let segments = ListArray::new(
+        item.clone(),
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Arc::new(UInt32Array::from(w.segment_of_line)),
+        None,
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("start", DataType::UInt32, false),
+        Field::new("end", DataType::UInt32, false),
+        Field::new("core_start", DataType::UInt32, false),
+        Field::new("core_end", DataType::UInt32, false),
+        Field::new("segment_of_line", DataType::List(item), false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        u32s(|x| x.start),
+        u32s(|x| x.end),
+        u32s(|x| x.core_start),
+        u32s(|x| x.core_end),
+        Arc::new(segments),
+    ];
+    let table = ArrowTable {
+        batches: vec![RecordBatch::try_new(schema.clone(), columns).expect("schema")],
+        schema,
+    };
+    let dropped = serde_json::to_string(&w.dropped).expect("serializes");
+    Ok((table, dropped))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -272,5 +366,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_subtitles, m)?)?;
     m.add_function(wrap_pyfunction!(lang, m)?)?;
     m.add_function(wrap_pyfunction!(nearest, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_windows, m)?)?;
     errors::register(m)
 }

@@ -1,0 +1,371 @@
+"""From an aligned corpus to the three datasets every later stage reads.
+
+`prepare` reads `alpo align`'s Parquet output, labels segments (utterances of one or more lines),
+cuts prompt windows of whole segments (25 core lines plus 5 lines of context on each side by
+default) that never cross a fragment or episode border, holds whole titles out as the test
+split, splits the rest into SFT and pool windows by a seeded shuffle, and writes
+`sft.parquet`, `pool.parquet`, `test.parquet` and `manifest.json`. The window cutting runs in
+the Rust core; polars does the rest. Same input and options give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from alpo import _core
+from alpo.align import PathLike, parse_pair, write_json_atomic
+from alpo.exceptions import ConfigError, InputError
+
+REQUIRED_COLUMNS = ("pair", "title", "episode", "line", "fragment", "src_text", "tgt_text")
+SEGMENTERS = ("line", "punct", "llm")
+SPLITS = ("sft", "pool", "test")
+
+# Sentence-final marks by script: Latin and Cyrillic, CJK full-width, Arabic, Devanagari, Thai's
+# paiyannoi-free texts end with plain marks when they have any. An ellipsis means the utterance
+# goes on, so it does not end a sentence.
+_FINAL = re.compile(r"(?:[.!?。！？；;؟۔।♪]|[.!?。！？][\"'”’」』）)\]]+)\s*$")
+_TRAILING_ELLIPSIS = re.compile(r"(?:\.\.\.|…|。。。)\s*$")
+
+
+@dataclass
+class PrepareOptions:
+    """Options of `alpo prepare`; the manifest records them."""
+
+    #: source-target language pair, ISO 639-1 (`zh-th`)
+    pair: str
+    #: core lines per window (whole segments, so a window may hold a few more)
+    window: int = 25
+    #: context lines before and after the core (whole segments)
+    context: int = 5
+    #: fragments shorter than this many lines are skipped
+    min_fragment: int = 10
+    #: `line` (every line its own segment), `punct` (sentence-final punctuation), `llm`
+    segmenter: str = "line"
+    #: share of the non-test windows that go to SFT; the rest form the ALPO prompt pool
+    sft_share: float = 0.8
+    #: titles held out for test: a count picked by seed, or the titles' names
+    test_titles: int | list[str] | None = None
+    #: seed of the test-title pick and the SFT/pool shuffle
+    seed: int = 1024
+    #: language of the instruction text in rendered prompts: `en` or `zh` (the release's)
+    instruction_language: str = "en"
+    #: paraphrase the instruction of SFT prompts (the release's prompt augmentation)
+    paraphrase: bool = False
+    #: TSV with `title<TAB>term<TAB>translation` rows, injected into the prompts of that title
+    glossary: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.window < 1 or self.context < 0 or self.min_fragment < 1:
+            raise ConfigError("--window and --min-fragment must be >= 1, --context >= 0")
+        if not 0.0 <= self.sft_share <= 1.0:
+            raise ConfigError(f"--sft-share must be between 0 and 1, got {self.sft_share}")
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"unknown segmenter {self.segmenter!r} (use {', '.join(SEGMENTERS)})")
+        if self.segmenter == "llm":
+            raise ConfigError(
+                "--segmenter llm labels segments with a judge model, which needs the judging "
+                "backends of the sample stage; they are not available yet (use line or punct)"
+            )
+        if self.instruction_language not in ("en", "zh"):
+            raise ConfigError("--instruction-language must be en or zh")
+
+
+def read_aligned(path: PathLike, pair: str) -> pl.DataFrame:
+    """The rows of `pair` from an aligned Parquet file, sorted, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        schema = pl.scan_parquet(path).collect_schema()
+    except Exception as e:  # polars raises several types for a file that is not Parquet
+        raise InputError(f"{path}: not a readable Parquet file ({type(e).__name__})") from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = pl.read_parquet(path, columns=list(REQUIRED_COLUMNS))
+    if df.height == 0:
+        raise InputError(f"{path}: the table is empty")
+    rows = df.filter(pl.col("pair") == pair)
+    if rows.height == 0:
+        found = ", ".join(sorted(df["pair"].unique().to_list()))
+        raise InputError(f"{path}: no rows for pair {pair} (pairs in the file: {found})")
+    return rows.sort("title", "episode", "line", maintain_order=True)
+
+
+def ends_sentence(text: pl.Expr) -> pl.Expr:
+    """Whether a line ends with sentence-final punctuation (and no trailing ellipsis)."""
+    return text.str.contains(_FINAL.pattern) & ~text.str.contains(_TRAILING_ELLIPSIS.pattern)
+
+
+def label_segments(rows: pl.DataFrame, segmenter: str) -> pl.DataFrame:
+    """Columns `group` (u32: fragment of an episode), `starts` and `open_end` for the windows."""
+    border = (
+        (pl.col("title") != pl.col("title").shift(1))
+        | (pl.col("episode") != pl.col("episode").shift(1))
+        | (pl.col("fragment") != pl.col("fragment").shift(1))
+    ).fill_null(True)
+    last_of_episode = (
+        (pl.col("title") != pl.col("title").shift(-1))
+        | (pl.col("episode") != pl.col("episode").shift(-1))
+    ).fill_null(True)
+    if segmenter == "line":
+        starts = pl.lit(True)
+        open_end = pl.lit(False)
+    else:  # punct: a line continues the previous one unless that one ended a sentence
+        ends = ends_sentence(pl.col("src_text"))
+        starts = border | ends.shift(1).fill_null(True)
+        open_end = ~ends & ~last_of_episode
+    return rows.select(
+        border.cum_sum().cast(pl.UInt32).alias("group"),
+        (starts | border).alias("starts"),
+        open_end.alias("open_end"),
+    )
+
+
+def window_id(pair: str, title: str, episode: str, line: int) -> str:
+    """Stable id of a window: its pair, title, episode and the line its core starts at."""
+    key = f"{pair}\x1f{title}\x1f{episode}\x1f{line}".encode()
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def cut_windows(rows: pl.DataFrame, opts: PrepareOptions) -> tuple[pl.DataFrame, dict[str, int]]:
+    labels = label_segments(rows, opts.segmenter)
+    table, dropped_json = _core.prepare_windows(
+        labels, core_lines=opts.window, context_lines=opts.context, min_lines=opts.min_fragment
+    )
+    win = pl.DataFrame(table)
+    dropped = json.loads(dropped_json)
+    if win.height == 0:
+        return win, dropped
+    # Every row of every window, in window order, then back into one list per window.
+    spans = win.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("w"),
+        pl.int_ranges("start", "end", dtype=pl.UInt32).alias("row"),
+    ).explode("row")
+    lines = (
+        pl.DataFrame(
+            {
+                "w": spans["w"],
+                "src_lines": rows["src_text"].gather(spans["row"]),
+                "ref_lines": rows["tgt_text"].gather(spans["row"]),
+            }
+        )
+        .group_by("w", maintain_order=True)
+        .agg("src_lines", "ref_lines")
+    )
+    core_rows = win["start"] + win["core_start"]
+    meta = rows.select("title", "episode", "line")[core_rows]
+    ids = [
+        window_id(opts.pair, t, e, ln)
+        for t, e, ln in zip(meta["title"], meta["episode"], meta["line"], strict=True)
+    ]
+    out = pl.DataFrame(
+        {
+            "window_id": ids,
+            "pair": [opts.pair] * win.height,
+            "title": meta["title"],
+            "episode": meta["episode"],
+            "src_lines": lines["src_lines"],
+            "ref_lines": lines["ref_lines"],
+            "core_start": win["core_start"],
+            "core_end": win["core_end"],
+            "segment_of_line": win["segment_of_line"],
+        }
+    )
+    return out, dropped
+
+
+def pick_test_titles(
+    titles: list[str], test_titles: int | list[str] | None, seed: int
+) -> list[str]:
+    if isinstance(test_titles, list):
+        unknown = [t for t in test_titles if t not in titles]
+        if unknown:
+            raise ConfigError(f"--test-titles: no title named {', '.join(unknown)} in the data")
+        return sorted(test_titles)
+    n = (
+        test_titles
+        if test_titles is not None
+        else (max(1, round(0.1 * len(titles))) if len(titles) > 1 else 0)
+    )
+    if n < 0 or n >= len(titles) and n > 0:
+        raise ConfigError(
+            f"--test-titles {n}: the data has {len(titles)} titles; keep at least one for training"
+        )
+    return sorted(random.Random(seed).sample(sorted(titles), n))
+
+
+def split(
+    windows: pl.DataFrame, test: list[str], sft_share: float, seed: int
+) -> dict[str, pl.DataFrame]:
+    is_test = windows["title"].is_in(test)
+    rest = windows.filter(~is_test)
+    order = list(range(rest.height))
+    random.Random(seed).shuffle(order)
+    n_sft = round(sft_share * rest.height)
+    sft = sorted(order[:n_sft])
+    pool = sorted(order[n_sft:])
+    return {"sft": rest[sft], "pool": rest[pool], "test": windows.filter(is_test)}
+
+
+def read_glossary(path: PathLike) -> dict[str, list[tuple[str, str]]]:
+    """`title<TAB>term<TAB>translation` rows (a header row is allowed) -> terms per title."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such glossary file")
+    terms: dict[str, list[tuple[str, str]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip() or (n == 1 and line.lower().startswith("title\t")):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise InputError(f"{path}: line {n}: expected title<TAB>term<TAB>translation")
+        title, term, translation = (p.strip() for p in parts)
+        terms.setdefault(title, []).append((term, translation))
+    return terms
+
+
+def window_glossary(
+    src_lines: Sequence[str], terms: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The title's terms that occur in the window, in order of first occurrence, longest first
+    where two start at the same place."""
+    text = "\n".join(src_lines)
+    found = [(text.find(t), -len(t), t, tr) for t, tr in terms if t in text]
+    return [(t, tr) for _, _, t, tr in sorted(found)]
+
+
+def add_prompts(
+    df: pl.DataFrame,
+    opts: PrepareOptions,
+    glossary: dict[str, list[tuple[str, str]]],
+    paraphrase: bool,
+) -> pl.DataFrame:
+    """Columns `glossary`, `prompt` (the rendered instruction and numbered source lines, before
+    any chat template) and `answer` (the numbered reference lines)."""
+    from alpo import prompts
+
+    src_lang, tgt_lang = opts.pair.split("-")
+    rng = random.Random(opts.seed) if paraphrase else None
+    glossaries, rendered, answers = [], [], []
+    for title, src, ref in zip(df["title"], df["src_lines"], df["ref_lines"], strict=True):
+        terms = window_glossary(src, glossary.get(title, []))
+        glossaries.append([{"term": t, "translation": tr} for t, tr in terms])
+        rendered.append(
+            prompts.render_prompt(
+                src,
+                src_lang,
+                tgt_lang,
+                glossary=terms,
+                instruction_language=opts.instruction_language,
+                rng=rng,
+            )
+        )
+        answers.append(prompts.render_answer(ref))
+    gloss_type = pl.List(pl.Struct({"term": pl.String, "translation": pl.String}))
+    return df.with_columns(
+        pl.Series("glossary", glossaries, dtype=gloss_type),
+        pl.Series("prompt", rendered, dtype=pl.String),
+        pl.Series("answer", answers, dtype=pl.String),
+    )
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare(
+    aligned: PathLike,
+    pair: str,
+    out: PathLike | None = None,
+    *,
+    force: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Prepare `sft`, `pool` and `test` windows from an aligned corpus; returns the manifest.
+
+    `options` are the fields of `PrepareOptions` (window, context, segmenter, sft_share,
+    test_titles, seed, instruction_language, paraphrase, glossary, min_fragment). `out`
+    defaults to `runs/{pair}/data`. Outputs are written to temporary names and renamed; a rerun
+    with the same input and options finds them and returns the manifest (`skipped: true`).
+    """
+    src, tgt = parse_pair(pair) or ("", "")
+    opts = PrepareOptions(pair=f"{src}-{tgt}", **options)
+    opts.check()
+    aligned = Path(aligned)
+    out_dir = Path(out) if out else Path("runs") / opts.pair / "data"
+    manifest_path = out_dir / "manifest.json"
+    if not aligned.is_file():
+        raise InputError(f"{aligned}: no such file")
+    inputs = {"aligned": {"path": str(aligned), "sha256": file_digest(aligned)}}
+    if opts.glossary:
+        inputs["glossary"] = {"path": opts.glossary, "sha256": file_digest(Path(opts.glossary))}
+    settings = {k: v for k, v in asdict(opts).items() if k != "extra"}
+    if not force and manifest_path.is_file():
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        done = all((out_dir / f"{s}.parquet").is_file() for s in SPLITS)
+        if done and previous.get("inputs") == inputs and previous.get("options") == settings:
+            return {**previous, "skipped": True}
+
+    started = time.perf_counter()
+    rows = read_aligned(aligned, opts.pair)
+    glossary = read_glossary(opts.glossary) if opts.glossary else {}
+    windows, dropped = cut_windows(rows, opts)
+    titles = sorted(rows["title"].unique().to_list())
+    test = pick_test_titles(titles, opts.test_titles, opts.seed)
+    if windows.height == 0:
+        raise InputError(
+            f"{aligned}: no window could be cut for {opts.pair}: every fragment is shorter than "
+            f"{opts.min_fragment} lines"
+        )
+    parts = split(windows, test, opts.sft_share, opts.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, df in parts.items():
+        df = add_prompts(df, opts, glossary, paraphrase=opts.paraphrase and name == "sft")
+        write_parquet_atomic(df, out_dir / f"{name}.parquet")
+        counts[name] = {
+            "windows": df.height,
+            "core_lines": int((df["core_end"] - df["core_start"]).sum() or 0),
+            "titles": sorted(df["title"].unique().to_list()),
+        }
+    manifest = {
+        "inputs": inputs,
+        "options": settings,
+        "rows": rows.height,
+        "titles": len(titles),
+        "test_titles": test,
+        "splits": counts,
+        "dropped": dropped,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(manifest_path, manifest)
+    return {**manifest, "out": str(out_dir), "skipped": False}
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        df.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

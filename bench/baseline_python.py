@@ -33,6 +33,8 @@ from pathlib import Path
 import polars as pl
 import pysubs2
 
+from alpo import ALIGNED_SCHEMA
+
 EXTS = {"srt": "srt", "ass": "ass", "ssa": "ssa", "vtt": "vtt"}
 LEGACY = {"zh": "gb18030", "th": "cp874", "de": "cp1252"}
 LANGS = {
@@ -42,23 +44,7 @@ LANGS = {
 NAME_RE = re.compile(r"^(?P<name>.+)\.(?P<lang>[A-Za-z]{2,3})\.(?P<ext>[A-Za-z]+)$")
 EPISODE_RE = re.compile(r"^(?P<title>.*?)[._ -]*[Ss](?P<s>\d{1,3})[._ -]?[Ee](?P<e>\d{1,4})")
 
-SCHEMA = {
-    "pair": pl.String,
-    "title": pl.String,
-    "episode": pl.String,
-    "src_lang": pl.String,
-    "tgt_lang": pl.String,
-    "line": pl.UInt32,
-    "fragment": pl.UInt32,
-    "src_start_ms": pl.Int64,
-    "src_end_ms": pl.Int64,
-    "tgt_start_ms": pl.Int64,
-    "tgt_end_ms": pl.Int64,
-    "src_text": pl.String,
-    "tgt_text": pl.String,
-    "src_file": pl.String,
-    "tgt_file": pl.String,
-}
+SCHEMA = ALIGNED_SCHEMA  # the output columns only; the work below is all plain Python
 
 
 def find_episodes(roots: list[str]) -> tuple[dict[tuple[str, str], dict[str, str]], int]:

@@ -139,54 +139,19 @@ def test_invariants_no_leak_no_crossing(corpus):
 
 
 def test_same_input_same_bytes_and_resume(corpus, tmp_path, cli):
+    def run(out, seed, *extra):
+        return cli(
+            "prepare", str(corpus / "aligned.parquet"), "--pair", "zh-th", "--out", str(out),
+            "--seed", str(seed), "--test-titles", "1", *extra,
+        )  # fmt: skip
+
     a, b = tmp_path / "a", tmp_path / "b"
-    for out in (a, b):
-        cli(
-            "prepare",
-            str(corpus / "aligned.parquet"),
-            "--pair",
-            "zh-th",
-            "--out",
-            str(out),
-            "--seed",
-            "7",
-            "--test-titles",
-            "1",
-        )
+    run(a, 7)
+    run(b, 7)
     for s in ("sft", "pool", "test"):
         assert (a / f"{s}.parquet").read_bytes() == (b / f"{s}.parquet").read_bytes()
-    again = json.loads(
-        cli(
-            "prepare",
-            str(corpus / "aligned.parquet"),
-            "--pair",
-            "zh-th",
-            "--out",
-            str(a),
-            "--seed",
-            "7",
-            "--test-titles",
-            "1",
-            "--json",
-        ).stdout
-    )
-    assert again["skipped"]
-    other = json.loads(
-        cli(
-            "prepare",
-            str(corpus / "aligned.parquet"),
-            "--pair",
-            "zh-th",
-            "--out",
-            str(a),
-            "--seed",
-            "8",
-            "--test-titles",
-            "1",
-            "--json",
-        ).stdout
-    )
-    assert not other["skipped"]
+    assert json.loads(run(a, 7, "--json").stdout)["skipped"]
+    assert not json.loads(run(a, 8, "--json").stdout)["skipped"]
 
 
 def test_named_test_titles_and_glossary(corpus, tmp_path):

@@ -1,19 +1,14 @@
 //! Whatever bytes or text come in, decode -> parse -> clean must not panic, and every cue that
 //! cleaning keeps must have a time range that does not run backwards and some text.
 
+#[path = "support/checks.rs"]
+mod checks;
+
 use alpo_core::clean::{clean, CleanOptions};
 use alpo_core::encoding::decode;
-use alpo_core::formats::{parse, parse_timestamp, Format};
+use alpo_core::formats::parse;
+use checks::{check_bytes, check_text};
 use proptest::prelude::*;
-
-const LANGS: [Option<&str>; 3] = [None, Some("zh"), Some("th")];
-const FORMATS: [Option<Format>; 5] = [
-    Some(Format::Srt),
-    Some(Format::Vtt),
-    Some(Format::Ass),
-    Some(Format::MicroDvd),
-    None,
-];
 
 /// Pieces of real subtitle files, so random text hits the parsers' interesting paths.
 const FRAGMENTS: &[&str] = &[
@@ -82,31 +77,6 @@ const FRAGMENTS: &[&str] = &[
 
 fn fragment_text() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(FRAGMENTS), 0..200).prop_map(|v| v.concat())
-}
-
-fn check_text(text: &str) {
-    let _ = parse_timestamp(text);
-    for line in text.lines() {
-        let _ = parse_timestamp(line);
-    }
-    for fmt in FORMATS {
-        let (_, parsed) = parse(text, fmt);
-        let (cues, _) = clean(parsed.cues, CleanOptions::default());
-        for c in &cues {
-            assert!(c.start_ms <= c.end_ms, "cue ends before it starts: {c:?}");
-            assert!(!c.text.is_empty(), "empty cue text: {c:?}");
-        }
-        let (kept, _) = clean(parse(text, fmt).1.cues, CleanOptions { keep_top: true });
-        assert!(kept.len() >= cues.len());
-    }
-}
-
-fn check_bytes(bytes: &[u8]) {
-    for lang in LANGS {
-        if let Ok(decoded) = decode(bytes, lang) {
-            check_text(&decoded.text);
-        }
-    }
 }
 
 proptest! {

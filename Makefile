@@ -23,10 +23,11 @@ test-rust:  ## Rust tests of the core
 test-py:  ## pytest only
 	$(VENV)/python -m pytest -q
 
-lint:  ## fmt, clippy, ruff, stubtest
+lint:  ## fmt, clippy, ruff, mypy, stubtest
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/ruff check
+	$(VENV)/python -m mypy python/alpo cli/alpo_cli
 	$(VENV)/python -m mypy.stubtest alpo._core --allowlist .stubtest-allowlist
 
 fmt:  ## Format Rust and Python code

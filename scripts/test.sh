@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: set up, then Rust checks (fmt, clippy, tests),
-# Python checks (ruff, stub check) and pytest over the library and the CLI.
+# Python checks (ruff, mypy, stub check) and pytest over the library and the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,7 +21,8 @@ fi
 echo "== ruff"
 ruff check
 ruff format --check
-echo "== stubtest"
+echo "== mypy"
+python -m mypy python/alpo cli/alpo_cli
 python -m mypy.stubtest alpo._core --allowlist .stubtest-allowlist
 echo "== pytest"
 python -m pytest -q

@@ -8,7 +8,7 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 alpo align examples/ --out runs/examples/aligned.parquet --force
-alpo prepare runs/examples/aligned.parquet --pair en-zh --out runs/examples/data --force
+alpo prepare runs/examples/aligned.parquet --pair en-zh --out runs/examples/data --prompts --force
 python - <<'PY'
 import polars as pl
 df = pl.read_parquet("runs/examples/aligned.parquet")

@@ -163,6 +163,7 @@ def test_named_test_titles_and_glossary(corpus, tmp_path):
         tmp_path / "d",
         test_titles=["Title0", "Title3"],
         glossary=str(gloss),
+        prompts=True,
     )
     assert m["test_titles"] == ["Title0", "Title3"]
     df = pl.concat([pl.read_parquet(tmp_path / "d" / f"{s}.parquet") for s in ("sft", "pool")])
@@ -225,3 +226,23 @@ def test_bad_input_one_line_errors(tmp_path, cli, corpus):
     assert proc.returncode == 1 and "judge" in proc.stderr
     with pytest.raises(InputError):
         alpo.prepare(tmp_path / "nothere.parquet", "en-zh")
+
+
+def test_rows_out_of_order_are_sorted(tmp_path):
+    rows = [("T", "01", 0, f"l{i}.") for i in range(12)]
+    table = aligned_table(rows)
+    table.reverse().write_parquet(tmp_path / "rev.parquet")
+    table.write_parquet(tmp_path / "fwd.parquet")
+    for name in ("rev", "fwd"):
+        alpo.prepare(
+            tmp_path / f"{name}.parquet",
+            "en-zh",
+            tmp_path / name,
+            test_titles=0,
+            sft_share=1.0,
+            window=4,
+            context=1,
+        )
+    a = pl.read_parquet(tmp_path / "rev" / "sft.parquet")
+    b = pl.read_parquet(tmp_path / "fwd" / "sft.parquet")
+    assert a.equals(b) and a["src_lines"][0][0] == "l0."

@@ -206,6 +206,9 @@ def prepare(
     glossary: Annotated[
         Path | None, typer.Option(help="TSV of title, term, translation rows for the prompts.")
     ] = None,
+    prompts: Annotated[
+        bool, typer.Option(help="Also write the rendered prompt and answer of every window.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Redo even if the outputs are up to date.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
 ) -> None:
@@ -242,6 +245,7 @@ def prepare(
             instruction_language=instruction_language,
             paraphrase=paraphrase,
             glossary=str(glossary) if glossary else None,
+            prompts=prompts,
         )
     if as_json:
         typer.echo(json.dumps(manifest, ensure_ascii=False))

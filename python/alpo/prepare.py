@@ -5,7 +5,9 @@ cuts prompt windows of whole segments (25 core lines plus 5 lines of context on 
 default) that never cross a fragment or episode border, holds whole titles out as the test
 split, splits the rest into SFT and pool windows by a seeded shuffle, and writes
 `sft.parquet`, `pool.parquet`, `test.parquet` and `manifest.json`. The window cutting runs in
-the Rust core; polars does the rest. Same input and options give byte-identical outputs.
+the Rust core; polars does the rest. Same input and options give byte-identical outputs. The
+instruction language and paraphrasing recorded in the manifest are what later stages render
+prompts with (`alpo.prompts`); `prompts=True` also writes the rendered prompts.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ class PrepareOptions:
     instruction_language: str = "en"
     #: paraphrase the instruction of SFT prompts (the release's prompt augmentation)
     paraphrase: bool = False
-    #: TSV with `title<TAB>term<TAB>translation` rows, injected into the prompts of that title
+    #: TSV with `title<TAB>term<TAB>translation` rows: each window gets a `glossary` column of
+    #: its title's terms that occur in it, which the prompts show
     glossary: str | None = None
+    #: also write `prompt` and `answer` columns, rendered by `alpo.prompts` (for inspection and
+    #: for tools outside alpo; the stages render prompts themselves with the options above)
+    prompts: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -94,14 +100,32 @@ def read_aligned(path: PathLike, pair: str) -> pl.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = pl.read_parquet(path, columns=list(REQUIRED_COLUMNS))
-    if df.height == 0:
-        raise InputError(f"{path}: the table is empty")
-    rows = df.filter(pl.col("pair") == pair)
+    scan = pl.scan_parquet(path)
+    # Only the pair's rows and the columns used are read (predicate and projection pushdown).
+    rows = (
+        scan.filter(pl.col("pair") == pair)
+        .select(c for c in REQUIRED_COLUMNS if c != "pair")
+        .collect()
+    )
     if rows.height == 0:
-        found = ", ".join(sorted(df["pair"].unique().to_list()))
+        pairs = scan.select(pl.col("pair").unique()).collect()["pair"].to_list()
+        if not pairs:
+            raise InputError(f"{path}: the table is empty")
+        found = ", ".join(sorted(pairs))
         raise InputError(f"{path}: no rows for pair {pair} (pairs in the file: {found})")
+    # `alpo align` writes rows in this order already; sorting would copy every column.
+    if in_order(rows):
+        return rows
     return rows.sort("title", "episode", "line", maintain_order=True)
+
+
+def in_order(rows: pl.DataFrame) -> bool:
+    """Whether rows are sorted by (title, episode, line)."""
+    t, e, n = pl.col("title"), pl.col("episode"), pl.col("line")
+    step = (t > t.shift(1)) | (
+        (t == t.shift(1)) & ((e > e.shift(1)) | ((e == e.shift(1)) & (n >= n.shift(1))))
+    )
+    return bool(rows.select(step.fill_null(True).all()).item())
 
 
 def ends_sentence(text: pl.Expr) -> pl.Expr:
@@ -141,50 +165,37 @@ def window_id(pair: str, title: str, episode: str, line: int) -> str:
 
 
 def cut_windows(rows: pl.DataFrame, opts: PrepareOptions) -> tuple[pl.DataFrame, dict[str, int]]:
-    labels = label_segments(rows, opts.segmenter)
+    """Windows with the contract's columns; the cutting and the gathering of each window's
+    lines happen in the Rust core."""
+    # One chunk, so the Rust side can share the text buffers instead of copying the texts.
+    labels = (
+        label_segments(rows, opts.segmenter)
+        .with_columns(rows["src_text"], rows["tgt_text"])
+        .rechunk()
+    )
     table, dropped_json = _core.prepare_windows(
         labels, core_lines=opts.window, context_lines=opts.context, min_lines=opts.min_fragment
     )
     win = pl.DataFrame(table)
-    dropped = json.loads(dropped_json)
-    if win.height == 0:
-        return win, dropped
-    # Every row of every window, in window order, then back into one list per window.
-    spans = win.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("w"),
-        pl.int_ranges("start", "end", dtype=pl.UInt32).alias("row"),
-    ).explode("row")
-    lines = (
-        pl.DataFrame(
-            {
-                "w": spans["w"],
-                "src_lines": rows["src_text"].gather(spans["row"]),
-                "ref_lines": rows["tgt_text"].gather(spans["row"]),
-            }
-        )
-        .group_by("w", maintain_order=True)
-        .agg("src_lines", "ref_lines")
-    )
-    core_rows = win["start"] + win["core_start"]
-    meta = rows.select("title", "episode", "line")[core_rows]
+    meta = rows.select("title", "episode", "line")[win["start"] + win["core_start"]]
     ids = [
         window_id(opts.pair, t, e, ln)
         for t, e, ln in zip(meta["title"], meta["episode"], meta["line"], strict=True)
     ]
     out = pl.DataFrame(
         {
-            "window_id": ids,
-            "pair": [opts.pair] * win.height,
+            "window_id": pl.Series(ids, dtype=pl.String),
+            "pair": pl.Series([opts.pair] * win.height, dtype=pl.String),
             "title": meta["title"],
             "episode": meta["episode"],
-            "src_lines": lines["src_lines"],
-            "ref_lines": lines["ref_lines"],
+            "src_lines": win["src_lines"],
+            "ref_lines": win["ref_lines"],
             "core_start": win["core_start"],
             "core_end": win["core_end"],
             "segment_of_line": win["segment_of_line"],
         }
     )
-    return out, dropped
+    return out, json.loads(dropped_json)
 
 
 def pick_test_titles(
@@ -207,17 +218,15 @@ def pick_test_titles(
     return sorted(random.Random(seed).sample(sorted(titles), n))
 
 
-def split(
-    windows: pl.DataFrame, test: list[str], sft_share: float, seed: int
-) -> dict[str, pl.DataFrame]:
-    is_test = windows["title"].is_in(test)
-    rest = windows.filter(~is_test)
-    order = list(range(rest.height))
-    random.Random(seed).shuffle(order)
-    n_sft = round(sft_share * rest.height)
-    sft = sorted(order[:n_sft])
-    pool = sorted(order[n_sft:])
-    return {"sft": rest[sft], "pool": rest[pool], "test": windows.filter(is_test)}
+def assign_splits(windows: pl.DataFrame, test: list[str], sft_share: float, seed: int) -> pl.Series:
+    """The split of every window: whole test titles, the rest shuffled by seed into sft/pool."""
+    is_test = windows["title"].is_in(test).to_list()
+    rest = [i for i, t in enumerate(is_test) if not t]
+    random.Random(seed).shuffle(rest)
+    labels = ["test" if t else "pool" for t in is_test]
+    for i in rest[: round(sft_share * len(rest))]:
+        labels[i] = "sft"
+    return pl.Series("split", labels, dtype=pl.String)
 
 
 def read_glossary(path: PathLike) -> dict[str, list[tuple[str, str]]]:
@@ -247,36 +256,37 @@ def window_glossary(
     return [(t, tr) for _, _, t, tr in sorted(found)]
 
 
-def add_prompts(
-    df: pl.DataFrame,
-    opts: PrepareOptions,
-    glossary: dict[str, list[tuple[str, str]]],
-    paraphrase: bool,
-) -> pl.DataFrame:
-    """Columns `glossary`, `prompt` (the rendered instruction and numbered source lines, before
-    any chat template) and `answer` (the numbered reference lines)."""
+def add_glossary(df: pl.DataFrame, glossary: dict[str, list[tuple[str, str]]]) -> pl.DataFrame:
+    """Column `glossary`: the title's terms found in each window's source lines."""
+    entries = [
+        [{"term": t, "translation": tr} for t, tr in window_glossary(src, glossary.get(title, []))]
+        for title, src in zip(df["title"], df["src_lines"], strict=True)
+    ]
+    dtype = pl.List(pl.Struct({"term": pl.String, "translation": pl.String}))
+    return df.with_columns(pl.Series("glossary", entries, dtype=dtype))
+
+
+def add_prompts(df: pl.DataFrame, opts: PrepareOptions, paraphrase: bool) -> pl.DataFrame:
+    """Columns `prompt` (instruction, glossary and numbered source lines, before any chat
+    template) and `answer` (numbered reference lines), rendered by `alpo.prompts`."""
     from alpo import prompts
 
     src_lang, tgt_lang = opts.pair.split("-")
     rng = random.Random(opts.seed) if paraphrase else None
-    glossaries, rendered, answers = [], [], []
-    for title, src, ref in zip(df["title"], df["src_lines"], df["ref_lines"], strict=True):
-        terms = window_glossary(src, glossary.get(title, []))
-        glossaries.append([{"term": t, "translation": tr} for t, tr in terms])
-        rendered.append(
-            prompts.render_prompt(
-                src,
-                src_lang,
-                tgt_lang,
-                glossary=terms,
-                instruction_language=opts.instruction_language,
-                rng=rng,
-            )
+    glossaries = df["glossary"].to_list() if "glossary" in df.columns else [[]] * df.height
+    rendered = [
+        prompts.render_prompt(
+            src,
+            src_lang,
+            tgt_lang,
+            glossary=[(g["term"], g["translation"]) for g in gloss],
+            instruction_language=opts.instruction_language,
+            rng=rng,
         )
-        answers.append(prompts.render_answer(ref))
-    gloss_type = pl.List(pl.Struct({"term": pl.String, "translation": pl.String}))
+        for src, gloss in zip(df["src_lines"], glossaries, strict=True)
+    ]
+    answers = [prompts.render_answer(ref) for ref in df["ref_lines"]]
     return df.with_columns(
-        pl.Series("glossary", glossaries, dtype=gloss_type),
         pl.Series("prompt", rendered, dtype=pl.String),
         pl.Series("answer", answers, dtype=pl.String),
     )
@@ -329,29 +339,39 @@ def prepare(
     started = time.perf_counter()
     rows = read_aligned(aligned, opts.pair)
     glossary = read_glossary(opts.glossary) if opts.glossary else {}
-    windows, dropped = cut_windows(rows, opts)
+    n_rows = rows.height
     titles = sorted(rows["title"].unique().to_list())
     test = pick_test_titles(titles, opts.test_titles, opts.seed)
+    windows, dropped = cut_windows(rows, opts)
+    del rows  # the windows hold copies of what they need; free the rest before writing
     if windows.height == 0:
         raise InputError(
             f"{aligned}: no window could be cut for {opts.pair}: every fragment is shorter than "
             f"{opts.min_fragment} lines"
         )
-    parts = split(windows, test, opts.sft_share, opts.seed)
+    splits = assign_splits(windows, test, opts.sft_share, opts.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, df in parts.items():
-        df = add_prompts(df, opts, glossary, paraphrase=opts.paraphrase and name == "sft")
-        write_parquet_atomic(df, out_dir / f"{name}.parquet")
-        counts[name] = {
-            "windows": df.height,
-            "core_lines": int((df["core_end"] - df["core_start"]).sum() or 0),
-            "titles": sorted(df["title"].unique().to_list()),
-        }
+    for name in SPLITS:
+        part = windows.lazy().filter(splits == name)
+        if glossary or opts.prompts:
+            df = part.collect()
+            if glossary:
+                df = add_glossary(df, glossary)
+            if opts.prompts:
+                df = add_prompts(df, opts, paraphrase=opts.paraphrase and name == "sft")
+            part = df.lazy()
+        write_parquet_atomic(part, out_dir / f"{name}.parquet")
+        sizes = windows.filter(splits == name).select(
+            pl.len().alias("windows"),
+            (pl.col("core_end") - pl.col("core_start")).sum().alias("core_lines"),
+            pl.col("title").unique().sort().implode().alias("titles"),
+        )
+        counts[name] = sizes.row(0, named=True)
     manifest = {
         "inputs": inputs,
         "options": settings,
-        "rows": rows.height,
+        "rows": n_rows,
         "titles": len(titles),
         "test_titles": test,
         "splits": counts,
@@ -362,10 +382,11 @@ def prepare(
     return {**manifest, "out": str(out_dir), "skipped": False}
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+def write_parquet_atomic(frame: pl.LazyFrame, path: Path) -> None:
+    """Stream `frame` into `path` through a temporary file, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        df.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+        frame.sink_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

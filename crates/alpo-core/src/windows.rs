@@ -12,6 +12,12 @@
 //! past its end (the utterance continues into a line that was not aligned) is cut back to that
 //! segment's start; groups shorter than `min_lines` after that are skipped.
 
+use arrow_array::builder::StringViewBuilder;
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StringViewArray, UInt32Array};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema};
+use std::sync::Arc;
+
 #[derive(Debug, Clone, Copy)]
 pub struct WindowOptions {
     pub core_lines: usize,
@@ -123,6 +129,90 @@ fn group_windows(bounds: &[usize], opts: WindowOptions, out: &mut Windows) {
     }
 }
 
+/// The texts of the input rows, one per row.
+pub enum Texts<'a> {
+    /// One Arrow string-view array: windows then share its text buffers and copy only the
+    /// 16-byte views (a row sits in about 1.4 windows, and texts are most of the memory).
+    Views(&'a StringViewArray),
+    /// Anything else: the texts are copied.
+    Strs(Vec<&'a str>),
+}
+
+impl Texts<'_> {
+    /// Each window's lines as one string-view array, window after window.
+    fn gather(&self, windows: &[Window], total: usize) -> ArrayRef {
+        let rows = windows
+            .iter()
+            .flat_map(|x| x.start as usize..x.end as usize);
+        match self {
+            Texts::Views(array) => {
+                let views = array.views();
+                let gathered: Vec<u128> = rows.map(|r| views[r]).collect();
+                // The same views over the same buffers: valid by construction.
+                Arc::new(StringViewArray::new(
+                    ScalarBuffer::from(gathered),
+                    array.data_buffers().to_vec(),
+                    None,
+                ))
+            }
+            Texts::Strs(strs) => {
+                let mut b = StringViewBuilder::with_capacity(total);
+                for r in rows {
+                    b.append_value(strs[r]);
+                }
+                Arc::new(b.finish())
+            }
+        }
+    }
+}
+
+/// The windows as an Arrow record batch: `start`, `end`, `core_start`, `core_end` (u32),
+/// `segment_of_line` (list of u32) and `src_lines`, `ref_lines` (lists of string views) with the
+/// texts of the window's rows, taken from `src` and `tgt`.
+pub fn to_batch(w: &Windows, src: &Texts, tgt: &Texts) -> RecordBatch {
+    let mut offsets = Vec::with_capacity(w.windows.len() + 1);
+    offsets.push(0i32);
+    for x in &w.windows {
+        offsets.push(offsets[offsets.len() - 1] + (x.end - x.start) as i32);
+    }
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    let lines = |texts: &Texts| -> ArrayRef {
+        let values = texts.gather(&w.windows, w.segment_of_line.len());
+        let item = Arc::new(Field::new("item", DataType::Utf8View, false));
+        Arc::new(ListArray::new(item, offsets.clone(), values, None))
+    };
+    let u32s = |f: fn(&Window) -> u32| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(w.windows.iter().map(f)))
+    };
+    let item = Arc::new(Field::new("item", DataType::UInt32, false));
+    let segments = ListArray::new(
+        item.clone(),
+        offsets.clone(),
+        Arc::new(UInt32Array::from(w.segment_of_line.clone())),
+        None,
+    );
+    let text_list = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, false)));
+    let schema = Schema::new(vec![
+        Field::new("start", DataType::UInt32, false),
+        Field::new("end", DataType::UInt32, false),
+        Field::new("core_start", DataType::UInt32, false),
+        Field::new("core_end", DataType::UInt32, false),
+        Field::new("segment_of_line", DataType::List(item), false),
+        Field::new("src_lines", text_list.clone(), false),
+        Field::new("ref_lines", text_list, false),
+    ]);
+    let columns = vec![
+        u32s(|x| x.start),
+        u32s(|x| x.end),
+        u32s(|x| x.core_start),
+        u32s(|x| x.core_end),
+        Arc::new(segments) as ArrayRef,
+        lines(src),
+        lines(tgt),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +282,25 @@ mod tests {
                 core_end: 2
             }]
         );
+    }
+
+    #[test]
+    fn shared_and_copied_texts_give_the_same_lines() {
+        let texts: Vec<String> = (0..12)
+            .map(|i| format!("line {i} {}", "long text ".repeat(i % 3)))
+            .collect();
+        let strs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let views = StringViewArray::from_iter_values(&strs);
+        let w = windows(&[0; 12], &[true; 12], &[false; 12], opts(4, 1, 2));
+        let a = to_batch(&w, &Texts::Views(&views), &Texts::Strs(strs.clone()));
+        let b = to_batch(&w, &Texts::Strs(strs.clone()), &Texts::Views(&views));
+        assert_eq!(a.column(5), b.column(5));
+        assert_eq!(a.column(6), b.column(6));
+        let lists = a.column(5).as_any().downcast_ref::<ListArray>().unwrap();
+        let first = lists.value(1);
+        let first = first.as_any().downcast_ref::<StringViewArray>().unwrap();
+        let got: Vec<&str> = first.iter().map(Option::unwrap).collect();
+        let (s, e) = (w.windows[1].start as usize, w.windows[1].end as usize);
+        assert_eq!(got, strs[s..e]);
     }
 }

@@ -10,11 +10,9 @@ use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode, Prefetch};
 use alpo_core::formats::{self, Format};
 use alpo_core::{encoding, names, windows, Error};
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
+use arrow_array::cast::AsArray;
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, ListArray, RecordBatch, RecordBatchIterator, UInt32Array,
-};
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchIterator, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -292,9 +290,41 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> PyResult<&'a T>
         })
 }
 
-/// Prompt windows (see alpo-core `windows`) from a frame with columns `group` (u32), `starts`
-/// and `open_end` (bool). Returns the windows as a table (start, end, core_start, core_end,
-/// segment_of_line) and what was dropped, as JSON.
+/// The texts of a column over all batches: shared as-is when they come as one string-view
+/// array (what polars sends), copied out of any other layout.
+fn texts<'a>(batches: &'a [RecordBatch], name: &str) -> PyResult<windows::Texts<'a>> {
+    let cols = batches
+        .iter()
+        .map(|b| b.column_by_name(name))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| errors::to_py(Error::Config(format!("column {name} is missing"))))?;
+    if let [col] = cols.as_slice() {
+        if let Some(views) = col.as_string_view_opt() {
+            if views.null_count() == 0 {
+                return Ok(windows::Texts::Views(views));
+            }
+        }
+    }
+    let mut strs = Vec::new();
+    for col in cols {
+        if let Some(a) = col.as_string_view_opt() {
+            strs.extend(a.iter().map(|v| v.unwrap_or("")));
+        } else if let Some(a) = col.as_string_opt::<i32>() {
+            strs.extend(a.iter().map(|v| v.unwrap_or("")));
+        } else if let Some(a) = col.as_string_opt::<i64>() {
+            strs.extend(a.iter().map(|v| v.unwrap_or("")));
+        } else {
+            return Err(errors::to_py(Error::Config(format!(
+                "column {name} is not text"
+            ))));
+        }
+    }
+    Ok(windows::Texts::Strs(strs))
+}
+
+/// Prompt windows (see alpo-core `windows`) from a frame with columns `group` (u32), `starts`,
+/// `open_end` (bool), `src_text` and `tgt_text`. Returns the windows as a table (start, end,
+/// core_start, core_end, segment_of_line, src_lines, ref_lines) and what was dropped, as JSON.
 #[pyfunction]
 #[pyo3(signature = (frame, core_lines=25, context_lines=5, min_lines=10))]
 fn prepare_windows(
@@ -304,58 +334,33 @@ fn prepare_windows(
     context_lines: usize,
     min_lines: usize,
 ) -> PyResult<(ArrowTable, String)> {
+    let batches = import_batches(frame)?;
     let (mut group, mut starts, mut open_end) = (Vec::new(), Vec::new(), Vec::new());
-    for batch in import_batches(frame)? {
+    for batch in &batches {
         group.extend(
-            column::<UInt32Array>(&batch, "group")?
+            column::<UInt32Array>(batch, "group")?
                 .values()
                 .iter()
                 .copied(),
         );
-        starts.extend(column::<BooleanArray>(&batch, "starts")?.values().iter());
-        open_end.extend(column::<BooleanArray>(&batch, "open_end")?.values().iter());
+        starts.extend(column::<BooleanArray>(batch, "starts")?.values().iter());
+        open_end.extend(column::<BooleanArray>(batch, "open_end")?.values().iter());
     }
     let opts = windows::WindowOptions {
         core_lines,
         context_lines,
         min_lines,
     };
-    let w = py.detach(|| windows::windows(&group, &starts, &open_end, opts));
-    let u32s = |f: fn(&windows::Window) -> u32| -> ArrayRef {
-        Arc::new(UInt32Array::from_iter_values(w.windows.iter().map(f)))
-    };
-    let mut offsets = Vec::with_capacity(w.windows.len() + 1);
-    offsets.push(0i32);
-    for x in &w.windows {
-        offsets.push(offsets.last().copied().unwrap_or(0) + (x.end - x.start) as i32);
-    }
-    let item = Arc::new(Field::new("item", DataType::UInt32, false));
-    let segments = ListArray::new(
-        item.clone(),
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Arc::new(UInt32Array::from(w.segment_of_line)),
-        None,
-    );
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("start", DataType::UInt32, false),
-        Field::new("end", DataType::UInt32, false),
-        Field::new("core_start", DataType::UInt32, false),
-        Field::new("core_end", DataType::UInt32, false),
-        Field::new("segment_of_line", DataType::List(item), false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        u32s(|x| x.start),
-        u32s(|x| x.end),
-        u32s(|x| x.core_start),
-        u32s(|x| x.core_end),
-        Arc::new(segments),
-    ];
+    let (src, tgt) = (texts(&batches, "src_text")?, texts(&batches, "tgt_text")?);
+    let (batch, dropped) = py.detach(|| {
+        let w = windows::windows(&group, &starts, &open_end, opts);
+        (windows::to_batch(&w, &src, &tgt), w.dropped)
+    });
     let table = ArrowTable {
-        batches: vec![RecordBatch::try_new(schema.clone(), columns).expect("schema")],
-        schema,
+        schema: batch.schema(),
+        batches: vec![batch],
     };
-    let dropped = serde_json::to_string(&w.dropped).expect("serializes");
-    Ok((table, dropped))
+    Ok((table, serde_json::to_string(&dropped).expect("serializes")))
 }
 
 #[pymodule]

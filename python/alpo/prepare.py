@@ -19,7 +19,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,10 @@ REQUIRED_COLUMNS = ("pair", "title", "episode", "line", "fragment", "src_text", 
 SEGMENTERS = ("line", "punct", "llm")
 SPLITS = ("sft", "pool", "test")
 
-# Sentence-final marks by script: Latin and Cyrillic, CJK full-width, Arabic, Devanagari, Thai's
-# paiyannoi-free texts end with plain marks when they have any. An ellipsis means the utterance
-# goes on, so it does not end a sentence.
+# Sentence-final marks: Latin and Cyrillic, CJK full-width, Arabic, Urdu and Devanagari stops,
+# possibly followed by closing quotes or brackets. Thai and Chinese subtitles often carry no
+# final mark at all, so `punct` keeps their lines together; `line` suits them better. An
+# ellipsis means the utterance goes on, so it does not end a sentence.
 _FINAL = re.compile(r"(?:[.!?。！？；;؟۔।♪]|[.!?。！？][\"'”’」』）)\]]+)\s*$")
 _TRAILING_ELLIPSIS = re.compile(r"(?:\.\.\.|…|。。。)\s*$")
 
@@ -70,7 +71,6 @@ class PrepareOptions:
     #: also write `prompt` and `answer` columns, rendered by `alpo.prompts` (for inspection and
     #: for tools outside alpo; the stages render prompts themselves with the options above)
     prompts: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         if self.window < 1 or self.context < 0 or self.min_fragment < 1:
@@ -93,14 +93,14 @@ def read_aligned(path: PathLike, pair: str) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    scan = pl.scan_parquet(path)
     try:
-        schema = pl.scan_parquet(path).collect_schema()
+        schema = scan.collect_schema()
     except Exception as e:  # polars raises several types for a file that is not Parquet
         raise InputError(f"{path}: not a readable Parquet file ({type(e).__name__})") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    scan = pl.scan_parquet(path)
     # Only the pair's rows and the columns used are read (predicate and projection pushdown).
     rows = (
         scan.filter(pl.col("pair") == pair)
@@ -326,7 +326,7 @@ def prepare(
     inputs = {"aligned": {"path": str(aligned), "sha256": file_digest(aligned)}}
     if opts.glossary:
         inputs["glossary"] = {"path": opts.glossary, "sha256": file_digest(Path(opts.glossary))}
-    settings = {k: v for k, v in asdict(opts).items() if k != "extra"}
+    settings = asdict(opts)
     if not force and manifest_path.is_file():
         try:
             previous = json.loads(manifest_path.read_text())

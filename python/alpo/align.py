@@ -126,10 +126,13 @@ def align_report(
     threads: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """`align`, and the run's report: files skipped with reasons, offsets found, counts."""
+    started = time.perf_counter()
     aligner = _aligner(paths, pair, max_gap, sync, mode, keep_top, threads, 64)
     frames = list(_frames(aligner))
     df = pl.concat(frames, rechunk=True) if frames else pl.DataFrame(aligner.empty())
-    return df, json.loads(aligner.report_json())
+    report = json.loads(aligner.report_json())
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    return df, report
 
 
 def fingerprint(paths: Sequence[PathLike], options: dict[str, Any]) -> str:

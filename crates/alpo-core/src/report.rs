@@ -80,7 +80,6 @@ pub struct Report {
     pub episodes_synced: u64,
     pub pairs: BTreeMap<String, PairTotals>,
     pub episodes: Vec<EpisodeReport>,
-    pub seconds: f64,
 }
 
 impl Report {

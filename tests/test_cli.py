@@ -78,3 +78,19 @@ def test_duplicate_episode_files_keep_one(tmp_path, cli):
 
 def ms(t: int) -> str:
     return f"{t // 3600000:02d}:{t // 60000 % 60:02d}:{t // 1000 % 60:02d}.{t % 1000:03d}"
+
+
+def test_corpus_repeats_are_flagged_not_dropped(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # the same episode again under another episode number, as a recap would be
+    for ep in ("S01E02", "S01E03"):
+        for lang in ("en", "zh"):
+            src = EXAMPLES / f"Harbor Lights.S01E02.{lang}.srt"
+            (raw / f"Harbor Lights.{ep}.{lang}.srt").write_bytes(src.read_bytes())
+    df, report = alpo.align_report(raw)
+    first = df.filter(pl.col("episode") == "S01E02")
+    again = df.filter(pl.col("episode") == "S01E03")
+    assert first.height == again.height == 14
+    assert not first["dup"].any() and again["dup"].all()
+    assert report["corpus_repeats"] == 14

@@ -39,6 +39,7 @@ ALIGNED_SCHEMA: dict[str, Any] = {
     "tgt_text": pl.String,
     "src_file": pl.String,
     "tgt_file": pl.String,
+    "dup": pl.Boolean,
 }
 
 MODES = ("nearest", "overlap")

@@ -7,7 +7,7 @@
 use crate::corpus::PairRows;
 
 use arrow_array::builder::{make_view, StringViewBuilder};
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringViewArray, UInt32Array};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringViewArray, UInt32Array};
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::{Arc, LazyLock};
@@ -27,6 +27,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     for n in ["src_text", "tgt_text", "src_file", "tgt_file"] {
         fields.push(Field::new(n, DataType::Utf8View, false));
     }
+    fields.push(Field::new("dup", DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 });
 
@@ -85,6 +86,12 @@ pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
         texts(|p| &p.tgt_text),
         repeated(|p| &p.src_file),
         repeated(|p| &p.tgt_file),
+        Arc::new(BooleanArray::from(
+            parts
+                .iter()
+                .flat_map(|p| p.dup.iter().copied())
+                .collect::<Vec<bool>>(),
+        )),
     ];
     RecordBatch::try_new(schema(), columns).expect("columns match the schema")
 }

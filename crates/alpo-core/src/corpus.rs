@@ -16,7 +16,8 @@ use crate::report::{DuplicateFile, EpisodeReport, Partial, Report, Skipped};
 use crate::sync::{self, Fit};
 use arrow_array::RecordBatch;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -252,6 +253,11 @@ pub struct PairRows {
     pub tgt_end_ms: Vec<i64>,
     pub src_text: Vec<String>,
     pub tgt_text: Vec<String>,
+    /// The same (source, target) text pair came earlier in the corpus (songs, recaps, stock
+    /// phrases): flagged, never dropped, since windows need every line.
+    pub dup: Vec<bool>,
+    /// Hash of (pair, source text, target text) per row, computed on the worker threads.
+    key: Vec<u64>,
 }
 
 impl PairRows {
@@ -272,6 +278,49 @@ impl PairRows {
         self.tgt_start_ms.push(tgt.0);
         self.tgt_end_ms.push(tgt.1);
         self.tgt_text.push(tgt.2);
+    }
+
+    fn hash_keys(&mut self) {
+        let pair = text_hash(0, &self.pair);
+        self.key = (0..self.len())
+            .map(|k| text_hash(text_hash(pair, &self.src_text[k]), &self.tgt_text[k]))
+            .collect();
+    }
+}
+
+/// A fast 64-bit hash of `text` continuing from `seed`, eight bytes at a time (the multiply-
+/// rotate mix of rustc's FxHash; the length goes in too, so ("ab", "c") differs from ("a",
+/// "bc")). Collisions among 10M keys are unlikely by far (about 3e-6); a collision would only
+/// flag a row as a repeat, never drop it.
+fn text_hash(seed: u64, text: &str) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let bytes = text.as_bytes();
+    let mut h = mix(seed, bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(h, u64::from_le_bytes(tail))
+}
+
+/// The keys of `seen` are hashes already: use them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -469,6 +518,7 @@ fn align_pair(
             }
         }
     }
+    rows.hash_keys();
     let report = EpisodeReport {
         pair: rows.pair.clone(),
         title: job.title.clone(),
@@ -550,6 +600,8 @@ pub struct CorpusAligner {
     next: usize,
     opts: AlignOptions,
     pool: rayon::ThreadPool,
+    /// Hashes of the (pair, source, target) texts seen so far, for the `dup` flag.
+    seen: HashSet<u64, BuildHasherDefault<KeyHasher>>,
     pub progress: Arc<Progress>,
     pub bytes_total: u64,
 }
@@ -567,6 +619,7 @@ impl CorpusAligner {
             next: 0,
             opts,
             pool,
+            seen: HashSet::default(),
             progress: Arc::new(Progress {
                 report: Mutex::new(report),
                 bytes_done: AtomicU64::new(0),
@@ -600,6 +653,11 @@ impl CorpusAligner {
         for (r, rep) in results {
             rows.extend(r);
             report.merge(rep);
+        }
+        // In plan order, so which occurrence counts as the first does not depend on threads.
+        for part in &mut rows {
+            part.dup = part.key.iter().map(|&k| !self.seen.insert(k)).collect();
+            report.corpus_repeats += part.dup.iter().filter(|&&d| d).count() as u64;
         }
         self.progress.bytes_done.fetch_add(bytes, Ordering::Relaxed);
         Some(rows)

@@ -75,6 +75,8 @@ pub struct Report {
     pub removed: CleanStats,
     /// Rolling duplicates merged plus duplicate files left out.
     pub duplicates_removed: u64,
+    /// Rows flagged `dup`: their text pair came earlier in the corpus (kept, not removed).
+    pub corpus_repeats: u64,
     pub encodings: BTreeMap<String, u64>,
     pub formats: BTreeMap<String, u64>,
     pub episodes_synced: u64,
@@ -95,6 +97,7 @@ impl Report {
         self.unaligned += o.unaligned;
         self.removed.add(&o.removed);
         self.duplicates_removed += o.duplicates_removed;
+        self.corpus_repeats += o.corpus_repeats;
         for (k, v) in o.encodings {
             *self.encodings.entry(k).or_default() += v;
         }

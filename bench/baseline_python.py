@@ -44,7 +44,9 @@ LANGS = {
 NAME_RE = re.compile(r"^(?P<name>.+)\.(?P<lang>[A-Za-z]{2,3})\.(?P<ext>[A-Za-z]+)$")
 EPISODE_RE = re.compile(r"^(?P<title>.*?)[._ -]*[Ss](?P<s>\d{1,3})[._ -]?[Ee](?P<e>\d{1,4})")
 
-SCHEMA = ALIGNED_SCHEMA  # the output columns only; the work below is all plain Python
+# The output columns of the paper's rule (alpo's `dup` flag is beyond it); the work below is all
+# plain Python.
+SCHEMA = {k: v for k, v in ALIGNED_SCHEMA.items() if k != "dup"}
 
 
 def find_episodes(roots: list[str]) -> tuple[dict[tuple[str, str], dict[str, str]], int]:

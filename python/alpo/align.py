@@ -42,9 +42,6 @@ ALIGNED_SCHEMA: dict[str, Any] = {
     "dup": pl.Boolean,
 }
 
-MODES = ("nearest", "overlap")
-
-
 def parse_pair(pair: str | tuple[str, str] | None) -> tuple[str, str] | None:
     """`"zh-th"`, `"zh-Hans:th"` or `("zh", "th")` -> ("zh", "th") in ISO 639-1 codes."""
     if pair is None:
@@ -77,8 +74,6 @@ def _aligner(
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"{p}: no such file or folder")
-    if mode not in MODES:
-        raise ConfigError(f"unknown alignment mode {mode!r} (use {' or '.join(MODES)})")
     return _core.Aligner(
         [os.fspath(p) for p in paths],
         pair=parse_pair(pair),

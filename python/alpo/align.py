@@ -42,6 +42,7 @@ ALIGNED_SCHEMA: dict[str, Any] = {
     "dup": pl.Boolean,
 }
 
+
 def parse_pair(pair: str | tuple[str, str] | None) -> tuple[str, str] | None:
     """`"zh-th"`, `"zh-Hans:th"` or `("zh", "th")` -> ("zh", "th") in ISO 639-1 codes."""
     if pair is None:

@@ -8,6 +8,7 @@ machine-readable summary printed last.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 import alpo
-from alpo.exceptions import AlpoError
+from alpo.exceptions import AlpoError, ConfigError
 
 app = typer.Typer(
     name="alpo",
@@ -266,6 +267,115 @@ def prepare(
         f"lines ({d['short_fragment_lines']} lines), {d['open_segment_lines']} lines of "
         "segments cut at a fragment end"
     )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`section.key=value` strings as a nested dict; values are TOML (`1e-5`, `true`, `"x"`,
+    `["a", "b"]`), and a bare word is a string."""
+    from alpo.config import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE (e.g. sft.lr=1e-5)")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+@app.command()
+def train(
+    pair: Annotated[str, typer.Option(help="Language pair SRC-TGT, e.g. zh-th.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Prepared data folder (default: runs/{pair}/data).")
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where stages write (default: runs/{pair}).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config; its values override the preset's.")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="tiny (embedded model, laptop CPU) or paper (the paper's recipe)."),
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this stage (repeatable). Default: every stage, in order."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config value: SECTION.KEY=VALUE (repeatable)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun stages even if they are up to date.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
+) -> None:
+    """Train a translation model for one language pair, stage by stage.
+
+    Stages: sft (supervised fine-tuning in DeepSpeed). Each stage resumes from its last
+    checkpoint and is skipped when its inputs are unchanged (workdir/manifest.json). On CPU or one
+    GPU the stages run in this process; with several GPUs or a hostfile, alpo starts itself again
+    under torchrun or deepspeed, one process per GPU.
+    """
+    import subprocess
+
+    from alpo import launch
+    from alpo.config import load_config
+    from alpo.train import train as run_train
+
+    cfg = load_config(preset, config, parse_overrides(set_ or []))
+    command = launch.plan(cfg.launch, sys.argv[1:])
+    if command is not None:
+        err.print(f"launching: {' '.join(command)}", highlight=False)
+        raise typer.Exit(subprocess.run(command, check=False).returncode)
+    launch.prepare_environment(cfg.launch.master_port)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        "{task.completed}/{task.total}",
+        "loss {task.fields[loss]}",
+        "{task.fields[speed]} tok/s",
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_log(name: str, m: dict[str, Any]) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=m["total_steps"], loss="-", speed="-")
+            progress.update(
+                tasks[name],
+                completed=m["step"],
+                loss=f"{m['loss']:.4f}",
+                speed=f"{m['tokens_per_s']:,.0f}",
+            )
+
+        results = run_train(
+            pair, cfg, data=data, workdir=workdir, stages=stage, force=force, on_log=on_log
+        )
+    if os.environ.get("RANK", "0") != "0":
+        return
+    if as_json:
+        typer.echo(json.dumps(results, ensure_ascii=False))
+        return
+    out_console = Console()
+    for name, r in results.items():
+        if r.get("skipped"):
+            out_console.print(f"{name}: up to date (use --force to rerun)")
+            continue
+        eval_loss = r.get("eval_loss")
+        out_console.print(
+            f"{name}: {r['steps']} steps on {r['train_windows']} windows, loss {r['loss']:.4f}"
+            + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+            + f", {r['tokens_per_s']:,.0f} tok/s, {r['seconds']:.1f} s -> {r['out']}"
+        )
 
 
 def main() -> None:

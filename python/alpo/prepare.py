@@ -269,25 +269,16 @@ def add_glossary(df: pl.DataFrame, glossary: dict[str, list[tuple[str, str]]]) -
 def add_prompts(df: pl.DataFrame, opts: PrepareOptions, paraphrase: bool) -> pl.DataFrame:
     """Columns `prompt` (instruction, glossary and numbered source lines, before any chat
     template) and `answer` (numbered reference lines), rendered by `alpo.prompts`."""
-    from alpo import prompts
+    from alpo.prompts import window_texts
 
-    src_lang, tgt_lang = opts.pair.split("-")
-    rng = random.Random(opts.seed) if paraphrase else None
-    glossaries = df["glossary"].to_list() if "glossary" in df.columns else [[]] * df.height
-    rendered = [
-        prompts.render_prompt(
-            src,
-            src_lang,
-            tgt_lang,
-            glossary=[(g["term"], g["translation"]) for g in gloss],
-            instruction_language=opts.instruction_language,
-            rng=rng,
-        )
-        for src, gloss in zip(df["src_lines"], glossaries, strict=True)
-    ]
-    answers = [prompts.render_answer(ref) for ref in df["ref_lines"]]
+    prompts, answers = window_texts(
+        df,
+        opts.pair,
+        instruction_language=opts.instruction_language,
+        paraphrase_seed=opts.seed if paraphrase else None,
+    )
     return df.with_columns(
-        pl.Series("prompt", rendered, dtype=pl.String),
+        pl.Series("prompt", prompts, dtype=pl.String),
         pl.Series("answer", answers, dtype=pl.String),
     )
 

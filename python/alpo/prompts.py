@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from alpo.exceptions import ConfigError
 
@@ -47,6 +48,7 @@ __all__ = [
     "render_answer",
     "parse_answer",
     "to_messages",
+    "window_texts",
 ]
 
 #: ISO 639-1 code -> (English name, Chinese name).
@@ -298,6 +300,38 @@ def parse_answer(text: str, n_lines: int, *, start: int = 1) -> list[str] | None
         elif not _HEADER.fullmatch(raw):
             return None
     return out if len(out) == n_lines else None
+
+
+def window_texts(
+    windows: Any,
+    pair: str,
+    *,
+    instruction_language: str = "en",
+    paraphrase_seed: int | None = None,
+) -> tuple[list[str], list[str]]:
+    """Prompts and reference answers of prepared windows (a frame with `src_lines`, `ref_lines`
+    and optionally `glossary`), in row order: the prompt shows every source line of the window
+    (context included), the answer numbers every reference line. With `paraphrase_seed`, the
+    instruction is paraphrased by one seeded generator over the rows, so the same windows
+    always get the same prompts."""
+    src_lang, tgt_lang = pair.split("-")
+    rng = random.Random(paraphrase_seed) if paraphrase_seed is not None else None
+    glossaries = (
+        windows["glossary"].to_list() if "glossary" in windows.columns else [[]] * len(windows)
+    )
+    prompts = [
+        render_prompt(
+            src,
+            src_lang,
+            tgt_lang,
+            glossary=[(g["term"], g["translation"]) for g in gloss or []],
+            instruction_language=instruction_language,
+            rng=rng,
+        )
+        for src, gloss in zip(windows["src_lines"], glossaries, strict=True)
+    ]
+    answers = [render_answer(ref) for ref in windows["ref_lines"]]
+    return prompts, answers
 
 
 def to_messages(prompt: str) -> list[dict[str, str]]:

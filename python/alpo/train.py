@@ -1,0 +1,149 @@
+"""`alpo train`: the training stages in order, each resumable, recorded in a manifest.
+
+`workdir/manifest.json` holds, per stage, its status (`running`, `done`, `failed`), its seconds
+and the fingerprints of its inputs; a finished stage whose inputs are unchanged is skipped. The
+resolved configuration and the base model are recorded too. Stages so far: `sft`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from alpo.align import parse_pair, write_json_atomic
+from alpo.config import TrainConfig
+from alpo.exceptions import ConfigError, InputError
+from alpo.prepare import file_digest
+
+__all__ = ["STAGES", "default_paths", "stage_inputs", "train"]
+
+#: Stages in the order they run.
+STAGES: tuple[str, ...] = ("sft",)
+
+
+def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[Path, Path]:
+    """`--data` defaults to `runs/{pair}/data` (the prepare output), `--workdir` to
+    `runs/{pair}`."""
+    return data or Path("runs") / pair / "data", workdir or Path("runs") / pair
+
+
+def stage_inputs(stage: str, config: TrainConfig, data: Path) -> dict[str, Any]:
+    """Fingerprints of what a stage's result depends on."""
+    if stage == "sft":
+        return {
+            "sft.parquet": _digest(data / "sft.parquet"),
+            "data_manifest": _digest(data / "manifest.json"),
+            "config": _digest_json(
+                {
+                    "model": asdict(config.model),
+                    "sft": asdict(config.sft),
+                    "deepspeed": asdict(config.deepspeed),
+                }
+            ),
+        }
+    raise ConfigError(f"unknown stage {stage!r}")
+
+
+def train(
+    pair: str,
+    config: TrainConfig,
+    *,
+    data: Path | None = None,
+    workdir: Path | None = None,
+    stages: Sequence[str] | None = None,
+    force: bool = False,
+    on_log: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run `stages` (default: all) for `pair`; returns {stage: summary}. Call it in every
+    process of a launched job; rank 0 alone writes the manifest."""
+    src, tgt = parse_pair(pair) or ("", "")
+    pair = f"{src}-{tgt}"
+    data_dir, work = default_paths(pair, data, workdir)
+    todo = list(stages or STAGES)
+    for stage in todo:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: no such folder (run alpo prepare first)")
+    main = int(os.environ.get("RANK", "0")) == 0
+    manifest_path = work / "manifest.json"
+    manifest = _read_manifest(manifest_path)
+    manifest["base_model"] = config.model.policy
+    manifest["config"] = config.to_dict()
+    results: dict[str, Any] = {}
+    for stage in (s for s in STAGES if s in todo):
+        inputs = stage_inputs(stage, config, data_dir)
+        record = manifest["stages"].get(stage, {})
+        if (
+            not force
+            and record.get("status") == "done"
+            and record.get("inputs") == inputs
+            and (work / stage).exists()
+        ):
+            results[stage] = {"skipped": True, **record}
+            continue
+        started = time.perf_counter()
+        manifest["stages"][stage] = {"status": "running", "inputs": inputs}
+        if main:
+            write_json_atomic(manifest_path, manifest)
+        try:
+            summary = _run_stage(stage, config, data_dir, work, pair, on_log, fresh=force)
+        except BaseException:
+            manifest["stages"][stage]["status"] = "failed"
+            if main:
+                write_json_atomic(manifest_path, manifest)
+            raise
+        manifest["stages"][stage] = {
+            "status": "done",
+            "seconds": round(time.perf_counter() - started, 3),
+            "inputs": inputs,
+        }
+        if main:
+            write_json_atomic(manifest_path, manifest)
+        results[stage] = summary
+    return results
+
+
+def _run_stage(
+    stage: str,
+    config: TrainConfig,
+    data: Path,
+    work: Path,
+    pair: str,
+    on_log: Callable[[str, dict[str, Any]], None] | None,
+    fresh: bool,
+) -> dict[str, Any]:
+    if stage == "sft":
+        from alpo.sft import run_sft
+
+        def log(metrics: dict[str, Any]) -> None:
+            if on_log is not None:
+                on_log(stage, metrics)
+
+        return run_sft(config, data, work, pair, on_log=log, fresh=fresh)
+    raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+            manifest.setdefault("stages", {})
+            return dict(manifest)
+        except (OSError, ValueError):
+            raise InputError(f"{path}: not a readable manifest") from None
+    return {"stages": {}}
+
+
+def _digest(path: Path) -> str | None:
+    return file_digest(path) if path.is_file() else None
+
+
+def _digest_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

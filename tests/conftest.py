@@ -18,6 +18,31 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def examples_data(tmp_path_factory) -> Path:
+    """The examples/ tracks aligned and prepared for en-zh in small windows (sft/pool/test)."""
+    import alpo
+
+    root = tmp_path_factory.mktemp("examples")
+    alpo.align_to_parquet([REPO / "examples"], root / "aligned.parquet")
+    alpo.prepare(
+        root / "aligned.parquet", "en-zh", root / "data", window=8, context=2, min_fragment=4
+    )
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, examples_data) -> Path:
+    """A tiny random Qwen2 model whose tokenizer was trained on the examples' texts."""
+    import polars as pl
+
+    from alpo.tiny_model import build_tiny_model
+
+    aligned = pl.read_parquet(examples_data.parent / "aligned.parquet")
+    texts = aligned["src_text"].to_list() + aligned["tgt_text"].to_list()
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts)

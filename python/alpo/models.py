@@ -59,6 +59,13 @@ class ModelSource:
         return f"ModelSource({self.name!r} -> {self.location!r}, gguf_file={self.gguf_file!r})"
 
 
+def quiet_transformers() -> None:
+    """No per-shard progress bars from transformers: alpo shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def cache_dir() -> Path:
     """alpo's cache: $ALPO_CACHE, else $XDG_CACHE_HOME/alpo, else ~/.cache/alpo."""
     if env := os.environ.get("ALPO_CACHE"):
@@ -138,6 +145,7 @@ def resolve(name: str) -> ModelSource:
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     source = resolve(name)
     try:
         return AutoTokenizer.from_pretrained(
@@ -158,6 +166,7 @@ def load_model(
     """The causal LM named `name`, in `dtype` on `device` (default: the GPU if there is one)."""
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     device = device or default_device()
     source = resolve(name)
     kwargs: dict[str, Any] = {
@@ -182,6 +191,7 @@ def load_model(
 def save_model(model: Any, tokenizer: Any, out: Path) -> None:
     """Save `model` (safetensors) and `tokenizer` as a Hugging Face folder, atomically: written
     beside `out`, then renamed over it."""
+    quiet_transformers()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -210,6 +220,7 @@ def replace_dir(src: Path, dst: Path) -> None:
 def _load_gguf(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     _check_gguf(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

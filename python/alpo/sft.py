@@ -20,11 +20,13 @@ Hugging Face model folder plus `deepspeed/` and `trainer_state.json`), and `logs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -290,13 +292,15 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
             opt, lambda s: lr_factor(s, total_steps, sft.warmup_ratio, sft.min_lr_ratio)
         )
 
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        model_parameters=params,
-        optimizer=optimizer,
-        lr_scheduler=schedule,
-        config=ds,
-    )
+    # DeepSpeed prints build notes to stdout, which belongs to the command's summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            model_parameters=params,
+            optimizer=optimizer,
+            lr_scheduler=schedule,
+            config=ds,
+        )
     return engine
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from alpo import models
 from alpo.align import parse_pair, write_json_atomic
 from alpo.config import TrainConfig
 from alpo.exceptions import ConfigError, InputError
@@ -71,6 +72,8 @@ def train(
             raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: no such folder (run alpo prepare first)")
+    if "sft" in todo:
+        models.resolve(config.model.policy)  # a bad model name fails before anything is written
     main = int(os.environ.get("RANK", "0")) == 0
     manifest_path = work / "manifest.json"
     manifest = _read_manifest(manifest_path)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on the bundled examples: align the sample episodes in
-# examples/ into runs/examples/aligned.parquet, cut prompt windows for en-zh into
-# runs/examples/data, and show what came out.
+# Set up, then run the main job on the bundled examples with the embedded default model: align
+# the sample episodes in examples/ into runs/examples/aligned.parquet, cut prompt windows for
+# en-zh into runs/examples/data, show what came out, and fine-tune SmolLM2-135M-Instruct on the
+# windows (runs/examples/sft/, checkpoints and logs beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 alpo align examples/ --out runs/examples/aligned.parquet --force
-alpo prepare runs/examples/aligned.parquet --pair en-zh --out runs/examples/data --prompts --force
+alpo prepare runs/examples/aligned.parquet --pair en-zh --out runs/examples/data --prompts \
+    --window 8 --context 2 --min-fragment 4 --force
 python - <<'PY'
 import polars as pl
 df = pl.read_parquet("runs/examples/aligned.parquet")
@@ -18,3 +20,5 @@ sft = pl.read_parquet("runs/examples/data/sft.parquet")
 print(sft["prompt"][0])
 print(sft["answer"][0])
 PY
+# Fine-tune the embedded model on the example windows (about two minutes on two CPU cores).
+alpo train --pair en-zh --preset tiny --data runs/examples/data --workdir runs/examples --stage sft

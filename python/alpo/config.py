@@ -10,6 +10,8 @@ TOML layout, one table per section::
 
     [model]       policy = "embedded", dtype = "auto", ...
     [sft]         lr = 1e-5, epochs = 1, global_batch = 8, ...
+    [sample]      mode = "segment", k = 15, temperature = 1.0, ...
+    [judge]       model = "Qwen/Qwen3-14B", votes = 4, ...
     [deepspeed]   zero_stage = 2, ...
     [launch]      num_gpus = 0, hostfile = "", ...
     [logging]     tensorboard = true, wandb_project = "", ...
@@ -35,9 +37,11 @@ __all__ = [
     "CONFIG_DIR",
     "PRESETS",
     "DeepSpeedConfig",
+    "JudgeConfig",
     "LaunchConfig",
     "LoggingConfig",
     "ModelConfig",
+    "SampleConfig",
     "SFTConfig",
     "TrainConfig",
     "load_config",
@@ -47,6 +51,7 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRESETS = ("tiny", "paper")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("transformers",)
 
 
 @dataclass
@@ -158,6 +163,70 @@ class SFTConfig:
 
 
 @dataclass
+class SampleConfig:
+    """The sample stage: candidate translations per segment (method.md section 3)."""
+
+    #: `segment` (the paper: rounds over segments, each continued from the best-scored earlier
+    #: candidates) or `response` (the release: k whole answers per window, cut into segments)
+    mode: str = "segment"
+    #: candidates sampled per segment (segment mode) or answers per window (response mode)
+    k: int = 15
+    temperature: float = 1.0
+    top_k: int = 40
+    top_p: float = 0.9
+    #: most new tokens per request (a segment's lines, or a whole answer in response mode)
+    max_new_tokens: int = 650
+    #: `transformers` (this process, CPU or GPU)
+    backend: str = "transformers"
+    #: the sampling model (empty: the SFT stage's output, `{workdir}/sft`)
+    model: str = ""
+    #: sequences per generate call
+    max_batch: int = 32
+    seed: int = 1024
+
+    def check(self) -> None:
+        _choice("sample.mode", self.mode, ("segment", "response"))
+        _choice("sample.backend", self.backend, BACKENDS)
+        _positive("sample.k", self.k)
+        _positive("sample.max_new_tokens", self.max_new_tokens)
+        _positive("sample.max_batch", self.max_batch)
+        _at_least("sample.top_k", self.top_k, 0)
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("sample.temperature must be >= 0 and sample.top_p in (0, 1]")
+
+
+@dataclass
+class JudgeConfig:
+    """The LLM judge that scores candidates (method.md section 4)."""
+
+    #: the judge model (Qwen3-14B in the paper)
+    model: str = "Qwen/Qwen3-14B"
+    #: `transformers` (this process)
+    backend: str = "transformers"
+    #: votes per segment, each with a fresh shuffle of the candidates; averaged
+    votes: int = 4
+    #: times an invalid reply is asked again
+    retries: int = 3
+    temperature: float = 0.3
+    #: language of the judge prompt: `en`, or `zh` as the release
+    language: str = "en"
+    #: source lines shown before and after the rated segment
+    context_lines: int = 7
+    #: most new tokens of a reply
+    max_new_tokens: int = 256
+
+    def check(self) -> None:
+        _choice("judge.backend", self.backend, BACKENDS)
+        _choice("judge.language", self.language, ("en", "zh"))
+        _positive("judge.votes", self.votes)
+        _at_least("judge.retries", self.retries, 0)
+        _at_least("judge.context_lines", self.context_lines, 0)
+        _positive("judge.max_new_tokens", self.max_new_tokens)
+        if self.temperature < 0:
+            raise ConfigError("judge.temperature must be >= 0")
+
+
+@dataclass
 class DeepSpeedConfig:
     """The DeepSpeed engine every training stage runs in."""
 
@@ -221,6 +290,8 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -32,6 +32,7 @@ __all__ = [
     "embedded_gguf",
     "embedded_model_dir",
     "load_model",
+    "model_config",
     "load_tokenizer",
     "resolve",
     "resolve_dtype",
@@ -160,10 +161,12 @@ def load_model(
     *,
     dtype: str = "auto",
     device: str | None = None,
+    move: bool = True,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> PreTrainedModel:
-    """The causal LM named `name`, in `dtype` on `device` (default: the GPU if there is one)."""
+    """The causal LM named `name`, in `dtype` on `device` (default: the GPU if there is one).
+    `move=False` leaves the weights where loading put them (ZeRO-3 partitions them itself)."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
@@ -184,8 +187,22 @@ def load_model(
         raise InputError(f"{name}: cannot load the model ({_first_line(e)})") from None
     if source.gguf_file:
         _densify(model)
-    model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model here
+    if move:
+        model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model here
     return model
+
+
+def model_config(name: str, trust_remote_code: bool = False) -> Any:
+    """The transformers config of the model named `name` (no weights loaded)."""
+    from transformers import AutoConfig
+
+    source = resolve(name)
+    try:
+        return AutoConfig.from_pretrained(
+            source.location, trust_remote_code=trust_remote_code, **source.kwargs()
+        )
+    except (OSError, ValueError) as e:
+        raise InputError(f"{name}: cannot read the model config ({_first_line(e)})") from None
 
 
 def save_model(model: Any, tokenizer: Any, out: Path) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -73,7 +74,7 @@ def load_sft_data(data_dir: Path, pair: str, tokenizer: Any, config: TrainConfig
         raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     if "pair" in windows.columns and windows.height and windows["pair"][0] != pair:
         raise InputError(f"{path}: windows are for {windows['pair'][0]}, not {pair}")
-    options = _prepare_options(data_dir)
+    options = prepare_options(data_dir)
     prompts, answers = window_texts(
         windows,
         pair,
@@ -98,7 +99,7 @@ def load_sft_data(data_dir: Path, pair: str, tokenizer: Any, config: TrainConfig
     )
 
 
-def _prepare_options(data_dir: Path) -> dict[str, Any]:
+def prepare_options(data_dir: Path) -> dict[str, Any]:
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
         return {}
@@ -258,25 +259,35 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
     """The policy in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
     import deepspeed
     import torch
+    from transformers.integrations import HfDeepSpeedConfig
 
     sft = config.sft
     device = models.default_device()
+    if device == "cuda":  # one GPU per process, picked by the launcher's LOCAL_RANK
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        device = f"cuda:{torch.cuda.current_device()}"
+    bf16 = models.resolve_dtype(config.model.dtype, device) == torch.bfloat16
+    hidden = models.model_config(config.model.policy, config.model.trust_remote_code).hidden_size
+    ds = ds_config(config, world, bf16, hidden)
+    zero3 = ds.get("zero_optimization", {}).get("stage") == 3
+    # Under ZeRO-3, transformers loads the weights already partitioned over the ranks while a
+    # HfDeepSpeedConfig is alive, so no process ever holds the whole model.
+    zero3_loading = HfDeepSpeedConfig(ds) if zero3 else None
     torch.manual_seed(sft.seed)  # same LoRA initialisation on every rank
     model = models.load_model(
         config.model.policy,
         dtype=config.model.dtype,
-        device="cpu" if device == "cpu" else f"cuda:{torch.cuda.current_device()}",
+        device=device,
+        move=not zero3,
         trust_remote_code=config.model.trust_remote_code,
         attn_implementation=config.model.attn_implementation,
     )
-    bf16 = model.dtype == torch.bfloat16
     if sft.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if sft.lora_rank:
         model = _add_lora(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
-    ds = ds_config(config, world, bf16, model.config.hidden_size)
     optimizer = None
     if "optimizer" not in ds:
         optimizer = torch.optim.AdamW(
@@ -301,6 +312,7 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
             lr_scheduler=schedule,
             config=ds,
         )
+    del zero3_loading  # loading is over; later loads in this process are plain again
     return engine
 
 

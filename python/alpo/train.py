@@ -2,7 +2,8 @@
 
 `workdir/manifest.json` holds, per stage, its status (`running`, `done`, `failed`), its seconds
 and the fingerprints of its inputs; a finished stage whose inputs are unchanged is skipped. The
-resolved configuration and the base model are recorded too. Stages so far: `sft`.
+resolved configuration and the base model are recorded too. Stages so far: `sft`, `sample`.
+Training stages run in every process of a launched job; the others run in rank 0 only.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from alpo.prepare import file_digest
 
 __all__ = ["STAGES", "default_paths", "stage_inputs", "train"]
 
+#: What each stage writes under the workdir.
+OUTPUTS = {"sft": ("sft",), "sample": ("candidates.parquet", "scores.parquet")}
+#: Stages that train in DeepSpeed (every process of a launched job takes part).
+TRAINING_STAGES = ("sft",)
 #: Stages in the order they run.
-STAGES: tuple[str, ...] = ("sft",)
+STAGES: tuple[str, ...] = ("sft", "sample")
 
 
 def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[Path, Path]:
@@ -34,7 +39,7 @@ def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[P
     return data or Path("runs") / pair / "data", workdir or Path("runs") / pair
 
 
-def stage_inputs(stage: str, config: TrainConfig, data: Path) -> dict[str, Any]:
+def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dict[str, Any]:
     """Fingerprints of what a stage's result depends on."""
     if stage == "sft":
         return {
@@ -48,7 +53,24 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path) -> dict[str, Any]:
                 }
             ),
         }
+    if stage == "sample":
+        return {
+            "pool.parquet": _digest(data / "pool.parquet"),
+            "data_manifest": _digest(data / "manifest.json"),
+            "policy": config.sample.model or _folder_stamp(work / "sft"),
+            "config": _digest_json(
+                {"sample": asdict(config.sample), "judge": asdict(config.judge)}
+            ),
+        }
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _folder_stamp(folder: Path) -> str | None:
+    """Identity of a model folder another stage wrote: its files' names, sizes and times."""
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return _digest_json([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def train(
@@ -81,7 +103,9 @@ def train(
     manifest["config"] = config.to_dict()
     results: dict[str, Any] = {}
     for stage in (s for s in STAGES if s in todo):
-        inputs = stage_inputs(stage, config, data_dir)
+        if stage not in TRAINING_STAGES and not main:
+            continue  # sampling and judging run in rank 0 alone
+        inputs = stage_inputs(stage, config, data_dir, work)
         record = manifest["stages"].get(stage, {})
         if (
             not force
@@ -130,7 +154,67 @@ def _run_stage(
                 on_log(stage, metrics)
 
         return run_sft(config, data, work, pair, on_log=log, fresh=fresh)
+    if stage == "sample":
+        return _run_sample(config, data, work, pair, on_log)
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _run_sample(
+    config: TrainConfig,
+    data: Path,
+    work: Path,
+    pair: str,
+    on_log: Callable[[str, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    from alpo.generation import TransformersBackend
+    from alpo.sampling import SampleSettings, load_windows, run_sample
+    from alpo.sft import prepare_options
+
+    sample, judge = config.sample, config.judge
+    policy_name = sample.model or str(work / "sft")
+    if not sample.model and not (work / "sft").is_dir():
+        raise InputError(f"{work / 'sft'}: no SFT model (run the sft stage first)")
+    trust = config.model.trust_remote_code
+    policy = TransformersBackend(
+        policy_name, dtype=config.model.dtype, trust_remote_code=trust, max_batch=sample.max_batch
+    )
+    judge_backend = (
+        policy
+        if judge.model == policy_name
+        else TransformersBackend(
+            judge.model,
+            dtype=config.model.dtype,
+            trust_remote_code=trust,
+            max_batch=sample.max_batch,
+        )
+    )
+    windows = load_windows(data / "pool.parquet", pair, policy.tokenizer, prepare_options(data))
+    settings = SampleSettings(
+        mode=sample.mode,
+        k=sample.k,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+        max_new_tokens=sample.max_new_tokens,
+        votes=judge.votes,
+        judge_retries=judge.retries,
+        judge_temperature=judge.temperature,
+        judge_language=judge.language,
+        context_lines=judge.context_lines,
+        seed=sample.seed,
+    )
+
+    def log(metrics: dict[str, Any]) -> None:
+        if on_log is not None:
+            on_log(
+                "sample",
+                {"step": metrics["round"] + 1, "total_steps": metrics["rounds"], **metrics},
+            )
+
+    summary = run_sample(
+        windows, policy, judge_backend, policy.tokenizer, pair, settings, work, on_round=log
+    )
+    return {**summary, "out": str(work / "candidates.parquet")}
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

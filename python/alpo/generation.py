@@ -1,0 +1,272 @@
+"""Text generation backends behind one interface, for sampling candidates and for judging.
+
+A backend does two things:
+
+- `sample(requests)`: for each request (prompt token ids, n, sampling settings), n continuations
+  as the token ids the model sampled, so nothing is re-tokenized later. A request may ask to
+  stop once the continuation holds `stop_lines` line breaks (the end of a segment's lines),
+  besides the end-of-sequence token, which is kept at the end of the ids when sampled.
+- `chat(prompts, ...)`: one reply text per user prompt, rendered with the model's chat template
+  (Qwen3's thinking off); with `score_letters=n`, the reply is held to the judge's JSON shape
+  (`{"A": 0..100, ...}`), where the backend can enforce it.
+
+`TransformersBackend` runs a model in this process (CPU or GPU) with batched `generate`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from alpo import models
+from alpo.exceptions import ConfigError
+
+__all__ = [
+    "Backend",
+    "SampleRequest",
+    "TransformersBackend",
+    "score_pattern",
+]
+
+
+@dataclass
+class SampleRequest:
+    """n continuations of `prompt_ids`."""
+
+    prompt_ids: list[int]
+    n: int = 1
+    temperature: float = 1.0
+    top_k: int = 40
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    #: stop once the continuation holds this many line breaks (0: only at end of sequence)
+    stop_lines: int = 0
+    seed: int = 0
+
+
+class Backend(Protocol):
+    """What the sampling stage and the judge need from a model server."""
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[list[int]]]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def chat(
+        self,
+        prompts: Sequence[str],
+        *,
+        temperature: float = 0.3,
+        max_new_tokens: int = 256,
+        score_letters: int = 0,
+        seed: int = 0,
+    ) -> list[str]: ...
+
+
+def score_pattern(n: int) -> str:
+    """The judge reply's canonical JSON shape for n candidates, as a regular expression."""
+    number = "(?:100|[1-9]?[0-9])"
+    body = ", ".join(f'"{chr(65 + i)}": {number}' for i in range(n))
+    return r"\{" + body + r"\}"
+
+
+class TransformersBackend:
+    """A causal LM in this process: batched sampling with transformers' `generate`."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        max_batch: int = 32,
+    ) -> None:
+        import torch
+
+        self.name = model
+        self.tokenizer = models.load_tokenizer(model, trust_remote_code)
+        self.model = models.load_model(
+            model, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        )
+        self.model.eval()
+        self.device = self.model.device
+        self.max_batch = max_batch
+        self.eos = self.tokenizer.eos_token_id
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # Line breaks per token, to stop a sequence at the end of its segment's lines.
+        self._newlines = torch.tensor(
+            [self.tokenizer.decode([i]).count("\n") for i in range(len(self.tokenizer))],
+            dtype=torch.long,
+            device=self.device,
+        )
+        self._lock = threading.Lock()  # one generate at a time (the HTTP server has threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids)))
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[list[int]]]:
+        """n continuations per request. Requests with the same settings are batched together
+        (left-padded); each row stops at end of sequence or at its line-break count."""
+        rows = [(r, i) for r, req in enumerate(requests) for i in range(req.n)]
+        out: list[list[list[int]]] = [[] for _ in requests]
+        groups: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+        for r, i in rows:
+            q = requests[r]
+            key = (q.temperature, q.top_k, q.top_p, q.max_new_tokens, q.seed)
+            groups.setdefault(key, []).append((r, i))
+        for members in groups.values():
+            for start in range(0, len(members), self.max_batch):
+                chunk = members[start : start + self.max_batch]
+                reqs = [requests[r] for r, _ in chunk]
+                for (r, _), ids in zip(chunk, self._generate(reqs), strict=True):
+                    out[r].append(ids)
+        return out
+
+    def _generate(self, reqs: Sequence[SampleRequest]) -> list[list[int]]:
+        import torch
+
+        first = reqs[0]
+        ids, mask = self._left_pad([q.prompt_ids for q in reqs])
+        need = torch.tensor([q.stop_lines for q in reqs], device=self.device)
+        width = ids.shape[1]
+        newlines = self._newlines
+
+        def done(input_ids: Any, scores: Any, **_: Any) -> Any:
+            if not bool((need > 0).any()):
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=self.device)
+            seen = newlines[input_ids[:, width:]].sum(dim=1)
+            return (need > 0) & (seen >= need)
+
+        with self._lock, torch.no_grad():
+            torch.manual_seed(first.seed)
+            gen = self.model.generate(  # type: ignore[operator]
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=first.temperature > 0,
+                temperature=first.temperature if first.temperature > 0 else None,
+                top_k=first.top_k if first.temperature > 0 else None,
+                top_p=first.top_p if first.temperature > 0 else None,
+                max_new_tokens=first.max_new_tokens,
+                stopping_criteria=[done],
+                pad_token_id=self.pad,
+                eos_token_id=self.eos,
+            )
+        results = []
+        for row, q in enumerate(reqs):
+            results.append(self._trim(gen[row, width:].tolist(), q.stop_lines))
+        return results
+
+    def _trim(self, new: list[int], stop_lines: int) -> list[int]:
+        """The continuation up to its end: the end-of-sequence token (kept) or the token that
+        completes the wanted line breaks; what generate appended after it (padding) is cut."""
+        seen = 0
+        for j, tok in enumerate(new):
+            if tok == self.eos:
+                return new[: j + 1]
+            seen += int(self._newlines[tok])
+            if stop_lines and seen >= stop_lines:
+                return new[: j + 1]
+        return new
+
+    def _left_pad(self, prompts: Sequence[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def chat_ids(self, prompt: str) -> list[int]:
+        """Token ids of a user prompt in the chat template (Qwen3's thinking off)."""
+        from alpo.chat import CHATML_TEMPLATE
+
+        template = getattr(self.tokenizer, "chat_template", None) or CHATML_TEMPLATE
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=False,
+            enable_thinking=False,
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def chat(
+        self,
+        prompts: Sequence[str],
+        *,
+        temperature: float = 0.3,
+        max_new_tokens: int = 256,
+        score_letters: int = 0,
+        seed: int = 0,
+    ) -> list[str]:
+        """One reply per prompt; with `score_letters`, decoding is held to the score JSON."""
+        if score_letters:
+            return [
+                self._constrained(
+                    self.chat_ids(p),
+                    score_pattern(score_letters),
+                    temperature,
+                    max_new_tokens,
+                    seed + i,
+                )
+                for i, p in enumerate(prompts)
+            ]
+        reqs = [
+            SampleRequest(self.chat_ids(p), 1, temperature, 0, 1.0, max_new_tokens, 0, seed)
+            for p in prompts
+        ]
+        return [self.decode([t for t in ids[0] if t != self.eos]) for ids in self.sample(reqs)]
+
+    def _constrained(
+        self, prompt_ids: list[int], pattern: str, temperature: float, max_new: int, seed: int
+    ) -> str:
+        """Sample token by token, allowing only tokens that keep the text a prefix of
+        `pattern`; ends when the text matches it whole."""
+        import regex
+        import torch
+
+        vocab = self._json_vocab()
+        text = ""
+        ids = torch.tensor([prompt_ids], device=self.device)
+        past = None
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        with self._lock, torch.no_grad():
+            for _ in range(max_new):
+                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].float().cpu()
+                allowed = [t for t, s in vocab if regex.fullmatch(pattern, text + s, partial=True)]
+                if not allowed:
+                    break
+                scores = logits[allowed]
+                if temperature > 0:
+                    probs = torch.softmax(scores / temperature, dim=0)
+                    pick = allowed[int(torch.multinomial(probs, 1, generator=generator))]
+                else:
+                    pick = allowed[int(scores.argmax())]
+                text += str(self.tokenizer.decode([pick]))
+                if regex.fullmatch(pattern, text):
+                    break
+                ids = torch.tensor([[pick]], device=self.device)
+        return text
+
+    def _json_vocab(self) -> list[tuple[int, str]]:
+        """Tokens made only of characters a score reply can contain."""
+        if not hasattr(self, "_json_tokens"):
+            chars = set('{}":, 0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ')
+            self._json_tokens = [
+                (i, s)
+                for i in range(len(self.tokenizer))
+                if (s := str(self.tokenizer.decode([i]))) and set(s) <= chars
+            ]
+        return self._json_tokens
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise ConfigError("sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")

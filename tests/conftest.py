@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,16 @@ REPO = Path(__file__).resolve().parent.parent
 MUSC = REPO.parent / "shared" / "data" / "musc-sample"
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the installed `alpo` command the way a user does."""
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `alpo` command the way a user does (`env` adds variables)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "alpo_cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "alpo_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"alpo {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -317,7 +317,8 @@ def train(
 ) -> None:
     """Train a translation model for one language pair, stage by stage.
 
-    Stages: sft (supervised fine-tuning in DeepSpeed). Each stage resumes from its last
+    Stages: sft (supervised fine-tuning in DeepSpeed), sample (candidate translations per
+    segment, scored by an LLM judge). Each stage resumes from its last
     checkpoint and is skipped when its inputs are unchanged (workdir/manifest.json). On CPU or one
     GPU the stages run in this process; with several GPUs or a hostfile, alpo starts itself again
     under torchrun or deepspeed, one process per GPU.
@@ -338,8 +339,7 @@ def train(
         "[progress.description]{task.description}",
         BarColumn(),
         "{task.completed}/{task.total}",
-        "loss {task.fields[loss]}",
-        "{task.fields[speed]} tok/s",
+        "{task.fields[info]}",
         TimeRemainingColumn(),
         console=err,
         transient=True,
@@ -349,13 +349,16 @@ def train(
 
         def on_log(name: str, m: dict[str, Any]) -> None:
             if name not in tasks:
-                tasks[name] = progress.add_task(name, total=m["total_steps"], loss="-", speed="-")
-            progress.update(
-                tasks[name],
-                completed=m["step"],
-                loss=f"{m['loss']:.4f}",
-                speed=f"{m['tokens_per_s']:,.0f}",
-            )
+                tasks[name] = progress.add_task(name, total=m["total_steps"], info="")
+            if name == "sample":
+                info = (
+                    f"round {m['step']}/{m['total_steps']}, "
+                    f"{m['candidates_per_s']:,.1f} candidates/s, "
+                    f"{m['judge_failures']} judge failures"
+                )
+            else:
+                info = f"loss {m['loss']:.4f}, {m['tokens_per_s']:,.0f} tok/s"
+            progress.update(tasks[name], completed=m["step"], info=info)
 
         results = run_train(
             pair, cfg, data=data, workdir=workdir, stages=stage, force=force, on_log=on_log
@@ -370,12 +373,56 @@ def train(
         if r.get("skipped"):
             out_console.print(f"{name}: up to date (use --force to rerun)")
             continue
+        if name == "sample":
+            out_console.print(
+                f"sample: {r['candidates']:,} candidates for {r['segments']:,} segments of "
+                f"{r['windows']:,} windows in {r['rounds']} rounds; "
+                f"{r['share_over_3_candidates']:.1%} of segments have more than 3 candidates, "
+                f"{r['share_spread_over_5'] or 0:.1%} a score spread over 5; "
+                f"{r['seconds']:.1f} s -> {r['out']}"
+            )
+            continue
         eval_loss = r.get("eval_loss")
         out_console.print(
             f"{name}: {r['steps']} steps on {r['train_windows']} windows, loss {r['loss']:.4f}"
             + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
             + f", {r['tokens_per_s']:,.0f} tok/s, {r['seconds']:.1f} s -> {r['out']}"
         )
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model folder, .gguf file, hub id or `embedded`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free one).")] = 8000,
+    served_name: Annotated[
+        str | None, typer.Option(help="Model name clients use (default: MODEL as given).")
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Require the value of this environment variable as bearer token."),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+) -> None:
+    """Serve a model behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions).
+
+    Runs the transformers backend on CPU or GPU; sampling requests may ask for the sampled token
+    ids (return_token_ids) and to stop after a number of lines (stop_lines); chat requests with
+    the judge's score schema as response_format are decoded under it. Stop with Ctrl-C.
+    """
+    from alpo.generation import TransformersBackend
+    from alpo.serve import make_server
+
+    backend = TransformersBackend(model, dtype=dtype)
+    server = make_server(backend, host, port, served_name, api_key_env)
+    bound_port = server.server_address[1]
+    typer.echo(f"serving {served_name or model} at http://{host}:{bound_port}/v1", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRESETS = ("tiny", "paper")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("transformers",)
+BACKENDS = ("transformers", "openai")
 
 
 @dataclass
@@ -176,10 +176,18 @@ class SampleConfig:
     top_p: float = 0.9
     #: most new tokens per request (a segment's lines, or a whole answer in response mode)
     max_new_tokens: int = 650
-    #: `transformers` (this process, CPU or GPU)
+    #: `transformers` (this process, CPU or GPU) or `openai` (an OpenAI-compatible server that
+    #: returns token ids: vLLM serve, `alpo serve`)
     backend: str = "transformers"
-    #: the sampling model (empty: the SFT stage's output, `{workdir}/sft`)
+    #: the sampling model (empty: the SFT stage's output, `{workdir}/sft`); with `openai`, the
+    #: name the server knows it by, and a local folder or hub id for its tokenizer
     model: str = ""
+    #: `openai` backend: the server's base URL (`http://host:8000`), the environment variable
+    #: holding its API key, requests in flight at once, and seconds before a request times out
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 600.0
     #: sequences per generate call
     max_batch: int = 32
     seed: int = 1024
@@ -187,6 +195,7 @@ class SampleConfig:
     def check(self) -> None:
         _choice("sample.mode", self.mode, ("segment", "response"))
         _choice("sample.backend", self.backend, BACKENDS)
+        _server("sample", self.backend, self.base_url, self.concurrency, self.timeout)
         _positive("sample.k", self.k)
         _positive("sample.max_new_tokens", self.max_new_tokens)
         _positive("sample.max_batch", self.max_batch)
@@ -201,8 +210,13 @@ class JudgeConfig:
 
     #: the judge model (Qwen3-14B in the paper)
     model: str = "Qwen/Qwen3-14B"
-    #: `transformers` (this process)
+    #: `transformers` (this process) or `openai` (any OpenAI-compatible server or hosted API)
     backend: str = "transformers"
+    #: `openai` backend: base URL, API key variable, requests in flight, timeout in seconds
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 600.0
     #: votes per segment, each with a fresh shuffle of the candidates; averaged
     votes: int = 4
     #: times an invalid reply is asked again
@@ -217,6 +231,7 @@ class JudgeConfig:
 
     def check(self) -> None:
         _choice("judge.backend", self.backend, BACKENDS)
+        _server("judge", self.backend, self.base_url, self.concurrency, self.timeout)
         _choice("judge.language", self.language, ("en", "zh"))
         _positive("judge.votes", self.votes)
         _at_least("judge.retries", self.retries, 0)
@@ -380,6 +395,14 @@ def _coerce(key: str, value: Any, kind: Any, source: str) -> Any:
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _server(section: str, backend: str, base_url: str, concurrency: int, timeout: float) -> None:
+    if backend == "openai" and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{section}.backend = openai needs {section}.base_url (http://...)")
+    _positive(f"{section}.concurrency", concurrency)
+    if timeout <= 0:
+        raise ConfigError(f"{section}.timeout must be > 0")
 
 
 def _positive(key: str, value: int) -> None:

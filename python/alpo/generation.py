@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alpo import models
-from alpo.exceptions import ConfigError
+from alpo.exceptions import ConfigError, InputError
 
 __all__ = [
     "Backend",
+    "OpenAIBackend",
     "SampleRequest",
     "TransformersBackend",
+    "make_backend",
     "score_pattern",
 ]
 
@@ -181,19 +183,38 @@ class TransformersBackend:
             mask[row, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def chat_ids(self, prompt: str) -> list[int]:
-        """Token ids of a user prompt in the chat template (Qwen3's thinking off)."""
+    def messages_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation in the chat template, ready for the assistant's turn
+        (Qwen3's thinking off)."""
         from alpo.chat import CHATML_TEMPLATE
 
         template = getattr(self.tokenizer, "chat_template", None) or CHATML_TEMPLATE
         text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
+            list(messages),
             chat_template=template,
             add_generation_prompt=True,
             tokenize=False,
             enable_thinking=False,
         )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def complete_ids(
+        self,
+        ids: list[int],
+        *,
+        temperature: float,
+        max_new_tokens: int,
+        score_letters: int = 0,
+        seed: int = 0,
+    ) -> str:
+        """One reply to prompt `ids`; with `score_letters`, decoded under the score JSON."""
+        if score_letters:
+            return self._constrained(
+                ids, score_pattern(score_letters), temperature, max_new_tokens, seed
+            )
+        request = SampleRequest(ids, 1, temperature, 0, 1.0, max_new_tokens, 0, seed)
+        (out,) = self.sample([request])
+        return self.decode([t for t in out[0] if t != self.eos])
 
     def chat(
         self,
@@ -204,23 +225,24 @@ class TransformersBackend:
         score_letters: int = 0,
         seed: int = 0,
     ) -> list[str]:
-        """One reply per prompt; with `score_letters`, decoding is held to the score JSON."""
+        """One reply per user prompt; with `score_letters`, held to the score JSON."""
+        conversations = [self.messages_ids([{"role": "user", "content": p}]) for p in prompts]
         if score_letters:
             return [
-                self._constrained(
-                    self.chat_ids(p),
-                    score_pattern(score_letters),
-                    temperature,
-                    max_new_tokens,
-                    seed + i,
+                self.complete_ids(
+                    ids,
+                    temperature=temperature,
+                    max_new_tokens=max_new_tokens,
+                    score_letters=score_letters,
+                    seed=seed + i,
                 )
-                for i, p in enumerate(prompts)
+                for i, ids in enumerate(conversations)
             ]
         reqs = [
-            SampleRequest(self.chat_ids(p), 1, temperature, 0, 1.0, max_new_tokens, 0, seed)
-            for p in prompts
+            SampleRequest(ids, 1, temperature, 0, 1.0, max_new_tokens, 0, seed)
+            for ids in conversations
         ]
-        return [self.decode([t for t in ids[0] if t != self.eos]) for ids in self.sample(reqs)]
+        return [self.decode([t for t in out[0] if t != self.eos]) for out in self.sample(reqs)]
 
     def _constrained(
         self, prompt_ids: list[int], pattern: str, temperature: float, max_new: int, seed: int
@@ -270,3 +292,191 @@ class TransformersBackend:
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
         raise ConfigError("sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible server: vLLM serve, SGLang, llama.cpp server, `alpo serve`, or a
+    hosted API (judging only: sampling needs the server to return token ids).
+
+    Sampling posts token-id prompts to `/v1/completions` with `return_token_ids` (vLLM's and
+    `alpo serve`'s field) and `stop_lines` (`alpo serve`'s; pieces from servers that ignore it
+    are cut here). Judging posts to `/v1/chat/completions` with a JSON-schema
+    `response_format`. Requests run `concurrency` at a time, each retried with exponential backoff
+    on connection errors, timeouts, 429 and 5xx answers. The key comes from the environment
+    variable named by `api_key_env` and is never logged.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        tokenizer: Any = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        import os
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.tokenizer = tokenizer
+        self._key = os.environ.get(api_key_env, "")
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.extra_body = extra_body or {}
+        self.calls = 0
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            raise ConfigError("the openai backend needs the model's tokenizer to decode ids")
+        return str(self.tokenizer.decode(list(ids)))
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[list[int]]]:
+        bodies = [
+            {
+                "model": self.model,
+                "prompt": q.prompt_ids,
+                "n": q.n,
+                "temperature": q.temperature,
+                "top_p": q.top_p,
+                "top_k": q.top_k,
+                "max_tokens": q.max_new_tokens,
+                "seed": q.seed,
+                "return_token_ids": True,
+                "skip_special_tokens": False,
+                **({"stop_lines": q.stop_lines} if q.stop_lines else {}),
+                **self.extra_body,
+            }
+            for q in requests
+        ]
+        replies = self._post_all("/v1/completions", bodies)
+        out = []
+        for reply, q in zip(replies, requests, strict=True):
+            choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+            if any("token_ids" not in c for c in choices):
+                raise InputError(
+                    f"{self.base_url}: the server returned no token ids (it needs "
+                    "`return_token_ids`, as vLLM serve and alpo serve have)"
+                )
+            out.append([self._ended(list(c["token_ids"]), c, q) for c in choices])
+        return out
+
+    def _ended(self, ids: list[int], choice: dict[str, Any], q: SampleRequest) -> list[int]:
+        """The piece as the transformers backend gives it: cut after the token that completes
+        `stop_lines` line breaks (servers without `stop_lines` go on past it), and ended with
+        the end-of-sequence token when the model stopped by itself (servers leave it out)."""
+        if q.stop_lines:
+            seen = 0
+            for j, tok in enumerate(ids):
+                seen += self.decode([tok]).count("\n")
+                if seen >= q.stop_lines:
+                    return ids[: j + 1]
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None and choice.get("finish_reason") == "stop" and ids[-1:] != [eos]:
+            ids.append(int(eos))  # stopped before its line breaks: the model ended the answer
+        return ids
+
+    def chat(
+        self,
+        prompts: Sequence[str],
+        *,
+        temperature: float = 0.3,
+        max_new_tokens: int = 256,
+        score_letters: int = 0,
+        seed: int = 0,
+    ) -> list[str]:
+        from alpo.judging import score_schema
+
+        bodies = []
+        for i, prompt in enumerate(prompts):
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": temperature,
+                "max_tokens": max_new_tokens,
+                "seed": seed + i,
+                **self.extra_body,
+            }
+            if score_letters:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "scores", "schema": score_schema(score_letters)},
+                }
+            bodies.append(body)
+        replies = self._post_all("/v1/chat/completions", bodies)
+        return [str(r["choices"][0]["message"].get("content") or "") for r in replies]
+
+    def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda b: self._post(path, b), bodies))
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import json
+        import time
+        import urllib.error
+        import urllib.request
+
+        url = self.base_url + path
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            self.calls += 1
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                    return dict(json.loads(resp.read()))
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+                if e.code != 429 and e.code < 500:
+                    detail = e.read()[:300].decode("utf-8", "replace")
+                    raise InputError(f"{url}: HTTP {e.code}: {detail}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                last = str(getattr(e, "reason", e))
+            except ValueError:
+                last = "the answer is not JSON"
+        raise InputError(f"{url}: no answer after {self.retries + 1} tries ({last})")
+
+
+def make_backend(
+    kind: str,
+    model: str,
+    *,
+    base_url: str = "",
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    timeout: float = 600.0,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    max_batch: int = 32,
+    tokenizer: bool = True,
+) -> Backend:
+    """The backend `kind` (`transformers` or `openai`) serving `model`. An `openai` backend
+    loads the model's tokenizer locally when `tokenizer` (sampling needs it, judging does not)."""
+    if kind == "transformers":
+        return TransformersBackend(
+            model, dtype=dtype, trust_remote_code=trust_remote_code, max_batch=max_batch
+        )
+    if kind == "openai":
+        tok = models.load_tokenizer(model, trust_remote_code) if tokenizer else None
+        return OpenAIBackend(
+            base_url,
+            model,
+            tokenizer=tok,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            timeout=timeout,
+        )
+    raise ConfigError(f"unknown backend {kind!r} (use transformers or openai)")

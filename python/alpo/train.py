@@ -166,7 +166,7 @@ def _run_sample(
     pair: str,
     on_log: Callable[[str, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
-    from alpo.generation import TransformersBackend
+    from alpo.generation import make_backend
     from alpo.sampling import SampleSettings, load_windows, run_sample
     from alpo.sft import prepare_options
 
@@ -174,21 +174,41 @@ def _run_sample(
     policy_name = sample.model or str(work / "sft")
     if not sample.model and not (work / "sft").is_dir():
         raise InputError(f"{work / 'sft'}: no SFT model (run the sft stage first)")
-    trust = config.model.trust_remote_code
-    policy = TransformersBackend(
-        policy_name, dtype=config.model.dtype, trust_remote_code=trust, max_batch=sample.max_batch
+    common: dict[str, Any] = {
+        "dtype": config.model.dtype,
+        "trust_remote_code": config.model.trust_remote_code,
+        "max_batch": sample.max_batch,
+    }
+    policy = make_backend(
+        sample.backend,
+        policy_name,
+        base_url=sample.base_url,
+        api_key_env=sample.api_key_env,
+        concurrency=sample.concurrency,
+        timeout=sample.timeout,
+        **common,
+    )
+    same = (judge.model, judge.backend, judge.base_url) == (
+        policy_name,
+        sample.backend,
+        sample.base_url,
     )
     judge_backend = (
         policy
-        if judge.model == policy_name
-        else TransformersBackend(
+        if same
+        else make_backend(
+            judge.backend,
             judge.model,
-            dtype=config.model.dtype,
-            trust_remote_code=trust,
-            max_batch=sample.max_batch,
+            base_url=judge.base_url,
+            api_key_env=judge.api_key_env,
+            concurrency=judge.concurrency,
+            timeout=judge.timeout,
+            tokenizer=False,
+            **common,
         )
     )
-    windows = load_windows(data / "pool.parquet", pair, policy.tokenizer, prepare_options(data))
+    tokenizer = models.load_tokenizer(policy_name, config.model.trust_remote_code)
+    windows = load_windows(data / "pool.parquet", pair, tokenizer, prepare_options(data))
     settings = SampleSettings(
         mode=sample.mode,
         k=sample.k,
@@ -212,7 +232,7 @@ def _run_sample(
             )
 
     summary = run_sample(
-        windows, policy, judge_backend, policy.tokenizer, pair, settings, work, on_round=log
+        windows, policy, judge_backend, tokenizer, pair, settings, work, on_round=log
     )
     return {**summary, "out": str(work / "candidates.parquet")}
 

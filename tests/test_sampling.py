@@ -18,28 +18,32 @@ from alpo.sampling import (
     SCORE_SCHEMA,
     Segment,
     best_candidate,
-    candidate_set,
-    normalize,
+    candidate_sets,
     piece_text,
 )
 
 
-def test_normalize_folds_nfc_and_whitespace():
+def test_candidate_sets_start_with_the_reference_and_drop_repeats():
     composed, decomposed = "café", unicodedata.normalize("NFD", "café")
-    assert composed != decomposed and normalize(composed) == normalize(decomposed)
-    assert normalize("  a \t b\n c ") == "a b c"
-
-
-def test_candidate_set_starts_with_the_reference_and_drops_repeats():
-    sampled = [
-        ("ref text", [1]),
-        (" ref  text ", [2]),
-        ("other", [3]),
-        ("other", [4]),
-        ("third", [5]),
+    raw = [
+        (
+            "ref text",
+            [9],
+            [
+                ("ref text", [1]),
+                (" ref \t text\n", [2]),
+                ("other", [3]),
+                ("other", [4]),
+                ("third", [5]),
+            ],
+        ),
+        (composed, [8], [(decomposed, [6]), ("ref text", [7])]),  # NFC: the same text
+        ("alone", [1], []),
     ]
-    cands = candidate_set("ref text", [9], sampled)
-    assert cands == [("ref text", [9], True), ("other", [3], False), ("third", [5], False)]
+    first, second, third = candidate_sets(raw)
+    assert first == [("ref text", [9], True), ("other", [3], False), ("third", [5], False)]
+    assert second == [(composed, [8], True), ("ref text", [7], False)]  # sets are separate
+    assert third == [("alone", [1], True)]
 
 
 def test_best_candidate_ties_prefer_short_then_low_number():

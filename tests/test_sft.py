@@ -254,6 +254,8 @@ def test_embedded_model_takes_an_sft_step(cli, examples_data, tmp_path):
             str(work),
             "--preset",
             "tiny",
+            "--stage",
+            "sft",
             "--set",
             "sft.max_steps=1",
             "--set",

@@ -12,6 +12,7 @@ __all__ = [
     "EncodingError",
     "InputError",
     "ParseError",
+    "distinct_candidates",
     "lang",
     "nearest",
     "prepare_windows",
@@ -63,6 +64,7 @@ def read_subtitles(
     keep_top: bool = True,
 ) -> tuple[ArrowTable, str, str, tuple[int, str] | None]: ...
 def nearest(src: Sequence[int], tgt: Sequence[int], max_gap_ms: int = 700) -> list[int | None]: ...
+def distinct_candidates(frame: object) -> list[bool]: ...
 def prepare_windows(
     frame: object, core_lines: int = 25, context_lines: int = 5, min_lines: int = 10
 ) -> tuple[ArrowTable, str]: ...

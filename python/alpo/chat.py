@@ -10,13 +10,21 @@ tokenizer merges across the boundary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from alpo.exceptions import InputError
 from alpo.prompts import to_messages
 
-__all__ = ["CHATML_TEMPLATE", "Encoded", "answer_suffix", "chat_prompt", "encode"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "Encoded",
+    "answer_suffix",
+    "chat_prompt",
+    "conversation_ids",
+    "encode",
+]
 
 #: The ChatML template (Qwen's), used for tokenizers that come without a chat template.
 CHATML_TEMPLATE = (
@@ -78,3 +86,18 @@ def encode(tokenizer: Any, prompt: str, answer: str) -> Encoded:
     if alone != prompt_ids:
         raise InputError("the tokenizer merges tokens across the end of the prompt")
     return Encoded(prompt_ids, ids[cut:])
+
+
+def conversation_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of a conversation in the tokenizer's chat template (ChatML if none), ready for
+    the assistant's turn; Qwen3's thinking is switched off (templates without the switch
+    ignore it)."""
+    template = getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+    text = tokenizer.apply_chat_template(
+        list(messages),
+        chat_template=template,
+        add_generation_prompt=True,
+        tokenize=False,
+        enable_thinking=False,
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

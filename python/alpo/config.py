@@ -51,7 +51,7 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRESETS = ("tiny", "paper")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("transformers", "openai")
+BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass
@@ -176,8 +176,8 @@ class SampleConfig:
     top_p: float = 0.9
     #: most new tokens per request (a segment's lines, or a whole answer in response mode)
     max_new_tokens: int = 650
-    #: `transformers` (this process, CPU or GPU) or `openai` (an OpenAI-compatible server that
-    #: returns token ids: vLLM serve, `alpo serve`)
+    #: `transformers` (this process, CPU or GPU), `vllm` (this process, GPU) or `openai` (an
+    #: OpenAI-compatible server that returns token ids: vLLM serve, `alpo serve`)
     backend: str = "transformers"
     #: the sampling model (empty: the SFT stage's output, `{workdir}/sft`); with `openai`, the
     #: name the server knows it by, and a local folder or hub id for its tokenizer
@@ -210,7 +210,8 @@ class JudgeConfig:
 
     #: the judge model (Qwen3-14B in the paper)
     model: str = "Qwen/Qwen3-14B"
-    #: `transformers` (this process) or `openai` (any OpenAI-compatible server or hosted API)
+    #: `transformers` or `vllm` (this process), or `openai` (any OpenAI-compatible server or
+    #: hosted API)
     backend: str = "transformers"
     #: `openai` backend: base URL, API key variable, requests in flight, timeout in seconds
     base_url: str = ""

@@ -10,13 +10,15 @@ A backend does two things:
   (Qwen3's thinking off); with `score_letters=n`, the reply is held to the judge's JSON shape
   (`{"A": 0..100, ...}`), where the backend can enforce it.
 
-`TransformersBackend` runs a model in this process (CPU or GPU) with batched `generate`.
+`TransformersBackend` runs a model in this process (CPU or GPU) with batched `generate`;
+`VLLMBackend` runs vLLM in this process (GPU); `OpenAIBackend` talks to any OpenAI-compatible
+server, such as `vllm serve` or `alpo serve`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +30,8 @@ __all__ = [
     "OpenAIBackend",
     "SampleRequest",
     "TransformersBackend",
+    "VLLMBackend",
+    "finish_piece",
     "make_backend",
     "score_pattern",
 ]
@@ -184,19 +188,9 @@ class TransformersBackend:
         return ids.to(self.device), mask.to(self.device)
 
     def messages_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation in the chat template, ready for the assistant's turn
-        (Qwen3's thinking off)."""
-        from alpo.chat import CHATML_TEMPLATE
+        from alpo.chat import conversation_ids
 
-        template = getattr(self.tokenizer, "chat_template", None) or CHATML_TEMPLATE
-        text = self.tokenizer.apply_chat_template(
-            list(messages),
-            chat_template=template,
-            add_generation_prompt=True,
-            tokenize=False,
-            enable_thinking=False,
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return conversation_ids(self.tokenizer, messages)
 
     def complete_ids(
         self,
@@ -368,19 +362,8 @@ class OpenAIBackend:
         return out
 
     def _ended(self, ids: list[int], choice: dict[str, Any], q: SampleRequest) -> list[int]:
-        """The piece as the transformers backend gives it: cut after the token that completes
-        `stop_lines` line breaks (servers without `stop_lines` go on past it), and ended with
-        the end-of-sequence token when the model stopped by itself (servers leave it out)."""
-        if q.stop_lines:
-            seen = 0
-            for j, tok in enumerate(ids):
-                seen += self.decode([tok]).count("\n")
-                if seen >= q.stop_lines:
-                    return ids[: j + 1]
         eos = getattr(self.tokenizer, "eos_token_id", None)
-        if eos is not None and choice.get("finish_reason") == "stop" and ids[-1:] != [eos]:
-            ids.append(int(eos))  # stopped before its line breaks: the model ended the answer
-        return ids
+        return finish_piece(ids, choice.get("finish_reason"), q.stop_lines, eos, self.decode)
 
     def chat(
         self,
@@ -450,6 +433,140 @@ class OpenAIBackend:
         raise InputError(f"{url}: no answer after {self.retries + 1} tries ({last})")
 
 
+def finish_piece(
+    ids: list[int],
+    finish_reason: str | None,
+    stop_lines: int,
+    eos: int | None,
+    decode: Callable[[Sequence[int]], str],
+) -> list[int]:
+    """A server's completion as the transformers backend gives it: cut after the token that
+    completes `stop_lines` line breaks (servers cannot stop there themselves), and ended with
+    the end-of-sequence token when the model stopped by itself (servers often leave it out)."""
+    if stop_lines:
+        seen = 0
+        for j, tok in enumerate(ids):
+            seen += decode([tok]).count("\n")
+            if seen >= stop_lines:
+                return ids[: j + 1]
+    if eos is not None and finish_reason == "stop" and ids[-1:] != [eos]:
+        ids.append(int(eos))  # stopped before its line breaks: the model ended the answer
+    return ids
+
+
+class VLLMBackend:
+    """vLLM in this process (GPU): `n` samples per request with prefix caching on, tensor
+    parallel over `tensor_parallel_size` GPUs, data-parallel engines with `data_parallel_size`,
+    and JSON-schema structured outputs for the judge. Prompts go in as token ids and samples
+    come back as the engine's token ids. Needs the `vllm` extra (its own environment: it pins
+    torch and transformers)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ConfigError(
+                "backend vllm needs the vllm package (pip install 'alpo[vllm]', on a GPU machine)"
+            ) from None
+        source = models.resolve(model)
+        kwargs: dict[str, Any] = {}
+        if data_parallel_size > 1:
+            kwargs["data_parallel_size"] = data_parallel_size
+        self.name = model
+        self.llm = LLM(
+            model=source.location,
+            dtype="auto" if dtype == "auto" else dtype,
+            trust_remote_code=trust_remote_code,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=True,
+            seed=seed,
+            **kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos = self.tokenizer.eos_token_id
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids)))
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[list[int]]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(q.prompt_ids)) for q in requests]
+        params = [
+            SamplingParams(
+                n=q.n,
+                temperature=q.temperature,
+                top_k=q.top_k if q.top_k > 0 else -1,
+                top_p=q.top_p,
+                max_tokens=q.max_new_tokens,
+                seed=q.seed,
+                skip_special_tokens=False,
+            )
+            for q in requests
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [
+            [
+                finish_piece(
+                    list(o.token_ids), o.finish_reason, q.stop_lines, self.eos, self.decode
+                )
+                for o in out.outputs
+            ]
+            for out, q in zip(outputs, requests, strict=True)
+        ]
+
+    def chat(
+        self,
+        prompts: Sequence[str],
+        *,
+        temperature: float = 0.3,
+        max_new_tokens: int = 256,
+        score_letters: int = 0,
+        seed: int = 0,
+    ) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import StructuredOutputsParams
+
+        from alpo.chat import conversation_ids
+        from alpo.judging import score_schema
+
+        structured = (
+            StructuredOutputsParams(json=score_schema(score_letters)) if score_letters else None
+        )
+        inputs = [
+            TokensPrompt(
+                prompt_token_ids=conversation_ids(self.tokenizer, [{"role": "user", "content": p}])
+            )
+            for p in prompts
+        ]
+        params = [
+            SamplingParams(
+                temperature=temperature,
+                max_tokens=max_new_tokens,
+                seed=seed + i,
+                structured_outputs=structured,
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        return [str(out.outputs[0].text) for out in outputs]
+
+
 def make_backend(
     kind: str,
     model: str,
@@ -463,12 +580,14 @@ def make_backend(
     max_batch: int = 32,
     tokenizer: bool = True,
 ) -> Backend:
-    """The backend `kind` (`transformers` or `openai`) serving `model`. An `openai` backend
+    """The backend `kind` (`transformers`, `vllm` or `openai`) serving `model`. An `openai` backend
     loads the model's tokenizer locally when `tokenizer` (sampling needs it, judging does not)."""
     if kind == "transformers":
         return TransformersBackend(
             model, dtype=dtype, trust_remote_code=trust_remote_code, max_batch=max_batch
         )
+    if kind == "vllm":
+        return VLLMBackend(model, dtype=dtype, trust_remote_code=trust_remote_code)
     if kind == "openai":
         tok = models.load_tokenizer(model, trust_remote_code) if tokenizer else None
         return OpenAIBackend(
@@ -479,4 +598,4 @@ def make_backend(
             concurrency=concurrency,
             timeout=timeout,
         )
-    raise ConfigError(f"unknown backend {kind!r} (use transformers or openai)")
+    raise ConfigError(f"unknown backend {kind!r} (use transformers, vllm or openai)")

@@ -27,10 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from alpo import chat, judging
+from alpo import _core, chat, judging
 from alpo.align import write_json_atomic
 from alpo.exceptions import InputError
 from alpo.generation import Backend, SampleRequest
@@ -50,7 +48,7 @@ __all__ = [
     "Segment",
     "Window",
     "load_windows",
-    "normalize",
+    "candidate_sets",
     "run_sample",
 ]
 
@@ -69,7 +67,6 @@ SCORE_SCHEMA: dict[str, Any] = {
     "score": pl.Float32,
     "votes": pl.List(pl.Float32),
 }
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass
@@ -88,11 +85,6 @@ class Window:
     ref_lines: list[str]
     segments: list[Segment]
     prompt_ids: list[int]
-
-
-def normalize(text: str) -> str:
-    """The dedup key of a candidate: NFC, outer whitespace trimmed, inner runs folded to one."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
 def load_windows(path: Path, pair: str, tokenizer: Any, options: dict[str, Any]) -> list[Window]:
@@ -146,17 +138,34 @@ def piece_text(
     return None if lines is None else "\n".join(lines)
 
 
-def candidate_set(
-    reference: str, ref_ids: list[int], sampled: list[tuple[str, list[int]]]
-) -> list[tuple[str, list[int], bool]]:
-    """Reference first, then each distinct sampled text (first appearance wins)."""
-    seen = {normalize(reference)}
-    out = [(reference, ref_ids, True)]
-    for text, ids in sampled:
-        key = normalize(text)
-        if key not in seen:
-            seen.add(key)
-            out.append((text, ids, False))
+Raw = tuple[str, list[int], list[tuple[str, list[int]]]]
+
+
+def candidate_sets(raw: Sequence[Raw]) -> list[list[tuple[str, list[int], bool]]]:
+    """Candidate sets from (reference, its ids, sampled (text, ids)) per segment: the reference
+    first, then each distinct sampled text in order of first appearance. Texts are the same
+    when equal after NFC, trimming and whitespace folding; the dedup runs in the Rust core,
+    over all segments at once."""
+    groups: list[int] = []
+    texts: list[str] = []
+    for g, (reference, _, sampled) in enumerate(raw):
+        groups += [g] * (1 + len(sampled))
+        texts += [reference] + [t for t, _ in sampled]
+    keep = _core.distinct_candidates(
+        pl.DataFrame(
+            {"group": groups, "text": texts}, schema={"group": pl.UInt32, "text": pl.String}
+        )
+    )
+    out = []
+    row = 0
+    for reference, ref_ids, sampled in raw:
+        cands = [(reference, ref_ids, True)]
+        row += 1
+        for text, ids in sampled:
+            if keep[row]:
+                cands.append((text, ids, False))
+            row += 1
+        out.append(cands)
     return out
 
 
@@ -291,10 +300,14 @@ def _sample_segment_round(
             )
         )
     samples = policy.sample([req for _, _, req in todo])
-    sets = []
-    for (w, seg, _), pieces in zip(todo, samples, strict=True):
-        sets.append((w.window_id, seg, _candidates(w, seg, pieces, policy, tokenizer, stats)))
-    return sets
+    raw = [
+        _raw(w, seg, pieces, policy, tokenizer, stats)
+        for (w, seg, _), pieces in zip(todo, samples, strict=True)
+    ]
+    return [
+        (w.window_id, seg, cands)
+        for (w, seg, _), cands in zip(todo, candidate_sets(raw), strict=True)
+    ]
 
 
 def _sample_responses(
@@ -310,20 +323,17 @@ def _sample_responses(
         )
         for w in windows
     ]
-    sets = []
+    keys = []
+    raw = []
     for w, answers in zip(windows, policy.sample(reqs), strict=True):
         cut = [_cut(answer, w, policy, tokenizer) for answer in answers]
         for seg in (g for g in w.segments if g.in_core):
             pieces = [c[seg.index] for c in cut if c is not None and seg.index in c]
             stats["invalid"] += len(answers) - len(pieces)
-            sets.append(
-                (
-                    w.window_id,
-                    seg,
-                    _candidates(w, seg, pieces, policy, tokenizer, stats, count_invalid=False),
-                )
-            )
-    return sets
+            keys.append((w.window_id, seg))
+            raw.append(_raw(w, seg, pieces, policy, tokenizer, stats, count_invalid=False))
+    sets = candidate_sets(raw)
+    return [(wid, seg, cands) for (wid, seg), cands in zip(keys, sets, strict=True)]
 
 
 def _cut(
@@ -350,7 +360,7 @@ def _cut(
     return pieces
 
 
-def _candidates(
+def _raw(
     w: Window,
     seg: Segment,
     pieces: list[list[int]],
@@ -358,7 +368,8 @@ def _candidates(
     tokenizer: Any,
     stats: dict[str, int],
     count_invalid: bool = True,
-) -> list[tuple[str, list[int], bool]]:
+) -> Raw:
+    """The reference and the valid sampled pieces of one segment, before dedup."""
     eos = tokenizer.eos_token_id
     sampled = []
     for ids in pieces:
@@ -369,7 +380,7 @@ def _candidates(
             continue
         sampled.append((text, ids))
     reference = "\n".join(w.ref_lines[seg.start : seg.end])
-    return candidate_set(reference, reference_piece(tokenizer, w, seg), sampled)
+    return reference, reference_piece(tokenizer, w, seg), sampled
 
 
 def _judge_round(

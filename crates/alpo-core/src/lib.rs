@@ -9,6 +9,7 @@
 
 pub mod align;
 pub mod batch;
+pub mod candidates;
 pub mod clean;
 pub mod corpus;
 pub mod encoding;

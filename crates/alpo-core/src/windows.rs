@@ -13,7 +13,7 @@
 //! segment's start; groups shorter than `min_lines` after that are skipped.
 
 use arrow_array::builder::StringViewBuilder;
-use arrow_array::{ArrayRef, ListArray, RecordBatch, StringViewArray, UInt32Array};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringViewArray, UInt32Array};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema};
 use std::sync::Arc;
@@ -139,6 +139,25 @@ pub enum Texts<'a> {
 }
 
 impl Texts<'_> {
+    /// Row `i`'s text.
+    pub fn get(&self, i: usize) -> &str {
+        match self {
+            Texts::Views(array) => array.value(i),
+            Texts::Strs(strs) => strs[i],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Texts::Views(array) => array.len(),
+            Texts::Strs(strs) => strs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Each window's lines as one string-view array, window after window.
     fn gather(&self, windows: &[Window], total: usize) -> ArrayRef {
         let rows = windows

@@ -8,7 +8,7 @@ use alpo_core::batch;
 use alpo_core::clean::{self, CleanOptions};
 use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode, Prefetch};
 use alpo_core::formats::{self, Format};
-use alpo_core::{encoding, names, windows, Error};
+use alpo_core::{candidates, encoding, names, windows, Error};
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
@@ -363,11 +363,31 @@ fn prepare_windows(
     Ok((table, serde_json::to_string(&dropped).expect("serializes")))
 }
 
+/// Which candidates are new within their segment: a frame with columns `group` (u32; a
+/// group's rows consecutive, its reference first) and `text`. Keys are NFC texts with
+/// whitespace trimmed and folded (alpo-core `candidates`). Returns one bool per row.
+#[pyfunction]
+fn distinct_candidates(py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+    let batches = import_batches(frame)?;
+    let mut group = Vec::new();
+    for batch in &batches {
+        group.extend(
+            column::<UInt32Array>(batch, "group")?
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    let text = texts(&batches, "text")?;
+    Ok(py.detach(|| candidates::first_distinct(&group, |i| text.get(i))))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Aligner>()?;
     m.add_class::<ArrowTable>()?;
+    m.add_function(wrap_pyfunction!(distinct_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(read_subtitles, m)?)?;
     m.add_function(wrap_pyfunction!(lang, m)?)?;
     m.add_function(wrap_pyfunction!(nearest, m)?)?;

@@ -18,6 +18,15 @@ def test_paper_preset_is_the_papers_recipe():
     assert (c.sft.global_batch, c.sft.micro_batch, c.launch.num_gpus) == (96, 3, 8)
     assert c.sft.eval_share == 0.03 and c.sft.eval_every == 200
     assert c.deepspeed.zero_stage == 3
+    assert (c.sample.mode, c.sample.k, c.sample.temperature, c.sample.top_k, c.sample.top_p) == (
+        "segment",
+        15,
+        1.0,
+        40,
+        0.9,
+    )
+    assert (c.sample.backend, c.judge.backend, c.judge.model) == ("vllm", "vllm", "Qwen/Qwen3-14B")
+    assert (c.judge.votes, c.judge.temperature, c.judge.context_lines) == (4, 0.3, 7)
     ds = ds_config(c, world=8, bf16=True, hidden_size=5120)
     assert ds["gradient_accumulation_steps"] == 4  # 96 = 3 x 8 x 4
     assert ds["bf16"]["enabled"] is True
@@ -55,6 +64,10 @@ def test_layers_override_in_order(tmp_path):
         ("[deepspeed]\nzero_stage = 4\n", "zero_stage must be 0, 1, 2 or 3"),
         ("[model]\ndtype = 'int8'\n", "model.dtype must be one of"),
         ("[sft\nlr = 1\n", "not valid TOML"),
+        ("[sample]\nmode = 'beam'\n", "sample.mode must be one of"),
+        ("[sample]\nbackend = 'openai'\n", "needs sample.base_url"),
+        ("[judge]\nlanguage = 'fr'\n", "judge.language must be one of"),
+        ("[vllm]\ngpu_memory_utilization = 1.5\n", "gpu_memory_utilization"),
         ("sft = 3\n", r"\[sft\] must be a table"),
     ],
 )
@@ -162,3 +175,15 @@ def test_cpu_runs_in_process_and_sets_up_gloo(monkeypatch):
     assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1"
     assert os.environ["DS_ACCELERATOR"] == "cpu"
     assert int(os.environ["MASTER_PORT"]) > 0
+
+
+def test_with_stage_runs_one_stage_alone():
+    argv = ["train", "--pair", "zh-th", "--stage", "sft", "--stage=sample", "--json"]
+    assert launch.with_stage(argv, "sft") == [
+        "train",
+        "--pair",
+        "zh-th",
+        "--json",
+        "--stage",
+        "sft",
+    ]

@@ -193,10 +193,16 @@ def flaky():
 
 def test_retries_with_backoff_then_succeeds(flaky, monkeypatch):
     monkeypatch.setenv("MY_KEY", KEY)
-    client = OpenAIBackend(flaky, "m", api_key_env="MY_KEY", retries=3, backoff=0.01)
-    assert client.chat(["hi"]) == ["ok"]
+    client = OpenAIBackend(
+        flaky, "m", api_key_env="MY_KEY", retries=3, backoff=0.01, thinking_off=True
+    )
+    assert client.chat(["hi"], score_letters=2) == ["ok"]
     assert len(Flaky.seen) == 3 and client.calls == 3
     assert all(auth == f"Bearer {KEY}" for auth, _ in Flaky.seen)
+    body = Flaky.seen[-1][1]
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["A", "B"]
 
 
 def test_gives_up_with_one_line_and_no_key(flaky, monkeypatch):

@@ -327,14 +327,15 @@ def train(
 
     from alpo import launch
     from alpo.config import load_config
+    from alpo.train import STAGES, TRAINING_STAGES
     from alpo.train import train as run_train
 
     cfg = load_config(preset, config, parse_overrides(set_ or []))
-    command = launch.plan(cfg.launch, sys.argv[1:])
-    if command is not None:
-        err.print(f"launching: {' '.join(command)}", highlight=False)
-        raise typer.Exit(subprocess.run(command, check=False).returncode)
-    launch.prepare_environment(cfg.launch.master_port)
+    for name in stage or []:
+        if name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    todo = [name for name in STAGES if name in (stage or STAGES)]
+    results: dict[str, Any] = {}
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -360,9 +361,30 @@ def train(
                 info = f"loss {m['loss']:.4f}, {m['tokens_per_s']:,.0f} tok/s"
             progress.update(tasks[name], completed=m["step"], info=info)
 
-        results = run_train(
-            pair, cfg, data=data, workdir=workdir, stages=stage, force=force, on_log=on_log
-        )
+        for name in todo:
+            # Training stages on several GPUs run under a launcher, one process per GPU; the
+            # others (sampling, judging) run here, where they can use every GPU themselves.
+            argv = launch.with_stage(sys.argv[1:], name)
+            command = launch.plan(cfg.launch, argv) if name in TRAINING_STAGES else None
+            if command is not None:
+                err.print(f"launching: {' '.join(command)}", highlight=False)
+                code = subprocess.run(command, check=False).returncode
+                if code:
+                    raise typer.Exit(code)
+                results[name] = {"launched": command}
+                continue
+            launch.prepare_environment(cfg.launch.master_port)
+            results.update(
+                run_train(
+                    pair,
+                    cfg,
+                    data=data,
+                    workdir=workdir,
+                    stages=[name],
+                    force=force,
+                    on_log=on_log,
+                )
+            )
     if os.environ.get("RANK", "0") != "0":
         return
     if as_json:
@@ -370,6 +392,8 @@ def train(
         return
     out_console = Console()
     for name, r in results.items():
+        if "launched" in r:
+            continue  # the launched processes printed their own summary
         if r.get("skipped"):
             out_console.print(f"{name}: up to date (use --force to rerun)")
             continue

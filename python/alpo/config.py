@@ -12,6 +12,7 @@ TOML layout, one table per section::
     [sft]         lr = 1e-5, epochs = 1, global_batch = 8, ...
     [sample]      mode = "segment", k = 15, temperature = 1.0, ...
     [judge]       model = "Qwen/Qwen3-14B", votes = 4, ...
+    [vllm]        tensor_parallel_size = 1, gpu_memory_utilization = 0.9, ...
     [deepspeed]   zero_stage = 2, ...
     [launch]      num_gpus = 0, hostfile = "", ...
     [logging]     tensorboard = true, wandb_project = "", ...
@@ -44,6 +45,7 @@ __all__ = [
     "SampleConfig",
     "SFTConfig",
     "TrainConfig",
+    "VLLMConfig",
     "load_config",
 ]
 
@@ -218,6 +220,10 @@ class JudgeConfig:
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     timeout: float = 600.0
+    #: `openai` backend: ask the server to render the chat template with thinking off
+    #: (`chat_template_kwargs`, as vLLM and SGLang read it); set false for hosted APIs that
+    #: reject fields they do not know
+    thinking_off: bool = True
     #: votes per segment, each with a fresh shuffle of the candidates; averaged
     votes: int = 4
     #: times an invalid reply is asked again
@@ -240,6 +246,28 @@ class JudgeConfig:
         _positive("judge.max_new_tokens", self.max_new_tokens)
         if self.temperature < 0:
             raise ConfigError("judge.temperature must be >= 0")
+
+
+@dataclass
+class VLLMConfig:
+    """Engine settings of the `vllm` backend (sampling and judging on GPUs)."""
+
+    #: GPUs each engine's model is split over
+    tensor_parallel_size: int = 1
+    #: engine replicas, each on its own GPUs (vLLM's `data_parallel_size`)
+    data_parallel_size: int = 1
+    #: share of each GPU's memory an engine may take (two engines, policy and judge, share
+    #: the GPUs when they are different models)
+    gpu_memory_utilization: float = 0.9
+    #: longest prompt + completion in tokens (0: the model's own limit)
+    max_model_len: int = 0
+
+    def check(self) -> None:
+        _positive("vllm.tensor_parallel_size", self.tensor_parallel_size)
+        _positive("vllm.data_parallel_size", self.data_parallel_size)
+        _at_least("vllm.max_model_len", self.max_model_len, 0)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError("vllm.gpu_memory_utilization must be in (0, 1]")
 
 
 @dataclass
@@ -308,6 +336,7 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -113,14 +113,17 @@ class TransformersBackend:
         return str(self.tokenizer.decode(list(ids)))
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[list[list[int]]]:
-        """n continuations per request. Requests with the same settings are batched together
-        (left-padded); each row stops at end of sequence or at its line-break count."""
+        """n continuations per request. Requests with the same settings and prompt length are
+        generated together; each row stops at end of sequence or at its line-break count."""
         rows = [(r, i) for r, req in enumerate(requests) for i in range(req.n)]
         out: list[list[list[int]]] = [[] for _ in requests]
         groups: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
         for r, i in rows:
             q = requests[r]
-            key = (q.temperature, q.top_k, q.top_p, q.max_new_tokens, q.seed)
+            # Rows of one generate call share their prompt length: with padding, attention
+            # needs an explicit mask and falls back to a kernel that costs batch x length^2
+            # memory, slower on CPU than generating the lengths one after another.
+            key = (len(q.prompt_ids), q.temperature, q.top_k, q.top_p, q.max_new_tokens, q.seed)
             groups.setdefault(key, []).append((r, i))
         for members in groups.values():
             for start in range(0, len(members), self.max_batch):
@@ -297,7 +300,8 @@ class OpenAIBackend:
     are cut here). Judging posts to `/v1/chat/completions` with a JSON-schema
     `response_format`. Requests run `concurrency` at a time, each retried with exponential backoff
     on connection errors, timeouts, 429 and 5xx answers. The key comes from the environment
-    variable named by `api_key_env` and is never logged.
+    variable named by `api_key_env` and is never logged. `thinking_off` sends
+    `chat_template_kwargs` that switch Qwen3's thinking off (vLLM and SGLang read it).
     """
 
     def __init__(
@@ -312,6 +316,7 @@ class OpenAIBackend:
         retries: int = 5,
         backoff: float = 1.0,
         extra_body: dict[str, Any] | None = None,
+        thinking_off: bool = False,
     ) -> None:
         import os
 
@@ -324,6 +329,7 @@ class OpenAIBackend:
         self.retries = retries
         self.backoff = backoff
         self.extra_body = extra_body or {}
+        self.thinking_off = thinking_off
         self.calls = 0
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -386,6 +392,8 @@ class OpenAIBackend:
                 "seed": seed + i,
                 **self.extra_body,
             }
+            if self.thinking_off:
+                body["chat_template_kwargs"] = {"enable_thinking": False}
             if score_letters:
                 body["response_format"] = {
                     "type": "json_schema",
@@ -490,7 +498,7 @@ class VLLMBackend:
             trust_remote_code=trust_remote_code,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
+            max_model_len=max_model_len or None,
             enable_prefix_caching=True,
             seed=seed,
             **kwargs,
@@ -579,6 +587,8 @@ def make_backend(
     trust_remote_code: bool = False,
     max_batch: int = 32,
     tokenizer: bool = True,
+    thinking_off: bool = False,
+    vllm: dict[str, Any] | None = None,
 ) -> Backend:
     """The backend `kind` (`transformers`, `vllm` or `openai`) serving `model`. An `openai` backend
     loads the model's tokenizer locally when `tokenizer` (sampling needs it, judging does not)."""
@@ -587,7 +597,7 @@ def make_backend(
             model, dtype=dtype, trust_remote_code=trust_remote_code, max_batch=max_batch
         )
     if kind == "vllm":
-        return VLLMBackend(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        return VLLMBackend(model, dtype=dtype, trust_remote_code=trust_remote_code, **(vllm or {}))
     if kind == "openai":
         tok = models.load_tokenizer(model, trust_remote_code) if tokenizer else None
         return OpenAIBackend(
@@ -597,5 +607,6 @@ def make_backend(
             api_key_env=api_key_env,
             concurrency=concurrency,
             timeout=timeout,
+            thinking_off=thinking_off,
         )
     raise ConfigError(f"unknown backend {kind!r} (use transformers, vllm or openai)")

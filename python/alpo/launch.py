@@ -1,11 +1,13 @@
 """Starting training processes: one in-process rank on CPU or one GPU, `torchrun`/`deepspeed`
 for several GPUs, DeepSpeed's hostfile for several nodes.
 
-The CLI calls `plan` first: when the run needs more processes than the current one and it was not
-started by a launcher (no RANK in the environment), it re-runs the same `alpo` command under the
-launcher, and each child runs in-process. `prepare_environment` sets what a lone process needs so
-DeepSpeed never goes looking for MPI: rank and rendezvous variables, the CPU accelerator when
-there is no GPU (gloo), and a cached folder for the ops DeepSpeed compiles on first use.
+For each training stage the CLI calls `plan`: when the stage needs more processes than the
+current one and this one was not started by a launcher (no RANK in the environment), it runs the
+same `alpo train` command for that stage alone under the launcher, and each child runs
+in-process. Sampling and judging stages always run in the CLI's own process.
+`prepare_environment` sets what a lone process needs so DeepSpeed never goes looking for MPI:
+rank and rendezvous variables, the CPU accelerator when there is no GPU (gloo), and a cached
+folder for the ops DeepSpeed compiles on first use.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from alpo.config import LaunchConfig
 from alpo.exceptions import ConfigError
 from alpo.models import cache_dir
 
-__all__ = ["gpu_count", "launch_command", "plan", "prepare_environment"]
+__all__ = ["gpu_count", "launch_command", "plan", "prepare_environment", "with_stage"]
 
 
 def gpu_count() -> int:
@@ -84,6 +86,21 @@ def launch_command(config: LaunchConfig, gpus: int, argv: list[str]) -> list[str
         "alpo_cli",
         *argv,
     ]
+
+
+def with_stage(argv: list[str], stage: str) -> list[str]:
+    """`argv` of an `alpo train` command made to run `stage` alone (other --stage options
+    dropped), for the processes a launcher starts."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--stage":
+            skip = True
+        elif not arg.startswith("--stage="):
+            out.append(arg)
+    return [*out, "--stage", stage]
 
 
 def prepare_environment(master_port: int = 0) -> None:

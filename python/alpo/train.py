@@ -59,7 +59,11 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
             "data_manifest": _digest(data / "manifest.json"),
             "policy": config.sample.model or _folder_stamp(work / "sft"),
             "config": _digest_json(
-                {"sample": asdict(config.sample), "judge": asdict(config.judge)}
+                {
+                    "sample": asdict(config.sample),
+                    "judge": asdict(config.judge),
+                    "model": asdict(config.model),
+                }
             ),
         }
     raise ConfigError(f"unknown stage {stage!r}")
@@ -178,7 +182,13 @@ def _run_sample(
         "dtype": config.model.dtype,
         "trust_remote_code": config.model.trust_remote_code,
         "max_batch": sample.max_batch,
+        "vllm": asdict(config.vllm),
     }
+    same = (judge.model, judge.backend, judge.base_url) == (
+        policy_name,
+        sample.backend,
+        sample.base_url,
+    )
     policy = make_backend(
         sample.backend,
         policy_name,
@@ -186,12 +196,8 @@ def _run_sample(
         api_key_env=sample.api_key_env,
         concurrency=sample.concurrency,
         timeout=sample.timeout,
+        thinking_off=same and judge.thinking_off,  # the policy also judges
         **common,
-    )
-    same = (judge.model, judge.backend, judge.base_url) == (
-        policy_name,
-        sample.backend,
-        sample.base_url,
     )
     judge_backend = (
         policy
@@ -204,6 +210,7 @@ def _run_sample(
             concurrency=judge.concurrency,
             timeout=judge.timeout,
             tokenizer=False,
+            thinking_off=judge.thinking_off,
             **common,
         )
     )

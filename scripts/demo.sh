@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run the main job on the bundled examples with the embedded default model: align
 # the sample episodes in examples/ into runs/examples/aligned.parquet, cut prompt windows for
-# en-zh into runs/examples/data, show what came out, and fine-tune SmolLM2-135M-Instruct on the
-# windows (runs/examples/sft/, checkpoints and logs beside it).
+# en-zh into runs/examples/data, show what came out, fine-tune SmolLM2-135M-Instruct on the
+# windows (runs/examples/sft/, checkpoints and logs beside it), then sample and judge candidate
+# translations per segment (runs/examples/candidates.parquet, scores.parquet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,5 +21,14 @@ sft = pl.read_parquet("runs/examples/data/sft.parquet")
 print(sft["prompt"][0])
 print(sft["answer"][0])
 PY
-# Fine-tune the embedded model on the example windows (about two minutes on two CPU cores).
-alpo train --pair en-zh --preset tiny --data runs/examples/data --workdir runs/examples --stage sft
+# The training chain with the embedded model: SFT on the example windows, then segment-wise
+# sampling of candidates judged by the same model (about five minutes on two CPU cores).
+alpo train --pair en-zh --preset tiny --data runs/examples/data --workdir runs/examples
+python - <<'PY'
+import polars as pl
+cands = pl.read_parquet("runs/examples/candidates.parquet")
+scores = pl.read_parquet("runs/examples/scores.parquet")
+table = cands.join(scores, on=["window_id", "segment", "candidate"]).filter(pl.col("segment") == 2)
+with pl.Config(tbl_rows=16, fmt_str_lengths=40):
+    print(table.select("segment", "candidate", "is_reference", "text", "score"))
+PY

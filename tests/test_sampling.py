@@ -210,3 +210,9 @@ def test_killed_stage_resumes_without_redoing_or_duplicating(
         assert (shard_dir / name).stat().st_mtime_ns == stamp
     for name in ("candidates.parquet", "scores.parquet"):
         assert pl.read_parquet(work / name).equals(pl.read_parquet(whole / name))
+    cli(*sample_args(examples_data, work, sft_model), "--force")  # redoes every round
+    for name, stamp in stamps.items():
+        assert (shard_dir / name).stat().st_mtime_ns != stamp
+    assert pl.read_parquet(work / "scores.parquet").equals(
+        pl.read_parquet(whole / "scores.parquet")
+    )

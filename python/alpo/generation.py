@@ -17,6 +17,7 @@ server, such as `vllm serve` or `alpo serve`.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class TransformersBackend:
             device=self.device,
         )
         self._lock = threading.Lock()  # one generate at a time (the HTTP server has threads)
+        # transformers renamed the KV-cache argument (and output) `past_key_values` -> `cache`.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))
@@ -256,8 +260,8 @@ class TransformersBackend:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with self._lock, torch.no_grad():
             for _ in range(max_new):
-                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
+                past = getattr(out, self._cache_arg)
                 logits = out.logits[0, -1].float().cpu()
                 allowed = [t for t, s in vocab if regex.fullmatch(pattern, text + s, partial=True)]
                 if not allowed:

@@ -203,18 +203,21 @@ def run_sample(
     settings: SampleSettings,
     out_dir: Path,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Sample and judge every core segment of `windows`; write `out_dir/candidates.parquet` and
-    `out_dir/scores.parquet`; resume from finished round shards in `out_dir/sample/`."""
+    `out_dir/scores.parquet`; resume from finished round shards in `out_dir/sample/` unless
+    `fresh`."""
     started = time.perf_counter()
     shards = out_dir / "sample"
     fingerprint = _fingerprint(windows, settings)
     progress_path = shards / "progress.json"
-    if (
+    stale = (
         progress_path.is_file()
         and json.loads(progress_path.read_text()).get("fingerprint") != fingerprint
-    ):
-        shutil.rmtree(shards)  # shards of other inputs or settings cannot be continued
+    )
+    if fresh or stale:  # shards of other inputs or settings cannot be continued
+        shutil.rmtree(shards, ignore_errors=True)
     shards.mkdir(parents=True, exist_ok=True)
     write_json_atomic(progress_path, {"fingerprint": fingerprint, "settings": asdict(settings)})
     src, tgt = pair.split("-")

@@ -159,7 +159,7 @@ def _run_stage(
 
         return run_sft(config, data, work, pair, on_log=log, fresh=fresh)
     if stage == "sample":
-        return _run_sample(config, data, work, pair, on_log)
+        return _run_sample(config, data, work, pair, on_log, fresh=fresh)
     raise ConfigError(f"unknown stage {stage!r}")
 
 
@@ -169,6 +169,7 @@ def _run_sample(
     work: Path,
     pair: str,
     on_log: Callable[[str, dict[str, Any]], None] | None,
+    fresh: bool,
 ) -> dict[str, Any]:
     from alpo.generation import make_backend
     from alpo.sampling import SampleSettings, load_windows, run_sample
@@ -239,7 +240,15 @@ def _run_sample(
             )
 
     summary = run_sample(
-        windows, policy, judge_backend, tokenizer, pair, settings, work, on_round=log
+        windows,
+        policy,
+        judge_backend,
+        tokenizer,
+        pair,
+        settings,
+        work,
+        on_round=log,
+        fresh=fresh,
     )
     return {**summary, "out": str(work / "candidates.parquet")}
 

@@ -225,3 +225,46 @@ def test_unreachable_server_is_an_input_error():
     )
     with pytest.raises(InputError, match="no answer after 2 tries"):
         client.chat(["hi"])
+
+
+def post(url, body, key=KEY):
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_bad_requests_get_400_and_the_server_stays_up(server, tiny_model):
+    for body in (
+        {"model": "m", "prompt": [10**9]},
+        {"model": "m", "prompt": []},
+        {"model": "m"},
+        {"model": "m", "messages": "hi"},
+    ):
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            post(server + path, body)
+        assert info.value.code == 400
+    reply = post(
+        server + "/v1/completions",
+        {"model": "m", "prompt": "1.", "max_tokens": 3, "return_token_ids": True},
+    )
+    assert len(reply["choices"][0]["token_ids"]) <= 3
+
+
+def test_serve_refuses_an_empty_key_variable(cli, tiny_model):
+    proc = cli(
+        "serve",
+        str(tiny_model),
+        "--port",
+        "0",
+        "--api-key-env",
+        "ALPO_UNSET_KEY",
+        check=False,
+        env={"ALPO_UNSET_KEY": ""},
+    )
+    assert proc.returncode == 1 and "ALPO_UNSET_KEY" in proc.stderr

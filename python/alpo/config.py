@@ -199,6 +199,8 @@ class SampleConfig:
         _choice("sample.backend", self.backend, BACKENDS)
         _server("sample", self.backend, self.base_url, self.concurrency, self.timeout)
         _positive("sample.k", self.k)
+        if self.k > 25:  # the judge labels the reference and k candidates with A..Z
+            raise ConfigError(f"sample.k must be at most 25, got {self.k}")
         _positive("sample.max_new_tokens", self.max_new_tokens)
         _positive("sample.max_batch", self.max_batch)
         _at_least("sample.top_k", self.top_k, 0)

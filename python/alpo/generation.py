@@ -103,8 +103,12 @@ class TransformersBackend:
         self.eos = self.tokenizer.eos_token_id
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # Line breaks per token, to stop a sequence at the end of its segment's lines.
+        # (The model's output may be wider than the tokenizer: padded vocabularies.)
+        size = max(len(self.tokenizer), int(self.model.get_output_embeddings().weight.shape[0]))
+        known = len(self.tokenizer)
+        self.vocab_size = size
         self._newlines = torch.tensor(
-            [self.tokenizer.decode([i]).count("\n") for i in range(len(self.tokenizer))],
+            [self.tokenizer.decode([i]).count("\n") if i < known else 0 for i in range(size)],
             dtype=torch.long,
             device=self.device,
         )
@@ -157,10 +161,13 @@ class TransformersBackend:
             gen = self.model.generate(  # type: ignore[operator]
                 input_ids=ids,
                 attention_mask=mask,
+                # Every sampling setting explicit, so the model's generation_config (its own
+                # top-k, top-p, repetition penalty) never changes what was asked for.
                 do_sample=first.temperature > 0,
-                temperature=first.temperature if first.temperature > 0 else None,
-                top_k=first.top_k if first.temperature > 0 else None,
-                top_p=first.top_p if first.temperature > 0 else None,
+                temperature=first.temperature if first.temperature > 0 else 1.0,
+                top_k=first.top_k if first.temperature > 0 else 0,
+                top_p=first.top_p if first.temperature > 0 else 1.0,
+                repetition_penalty=1.0,
                 max_new_tokens=first.max_new_tokens,
                 stopping_criteria=[done],
                 pad_token_id=self.pad,
@@ -355,6 +362,7 @@ class OpenAIBackend:
                 "return_token_ids": True,
                 "skip_special_tokens": False,
                 **({"stop_lines": q.stop_lines} if q.stop_lines else {}),
+                **_line_stop(q.stop_lines),
                 **self.extra_body,
             }
             for q in requests
@@ -410,10 +418,15 @@ class OpenAIBackend:
     def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda b: self._post(path, b), bodies))
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
+            futures = [pool.submit(self._post, path, b) for b in bodies]
+            return [f.result() for f in futures]
+        finally:  # on the first failure, the requests not yet started are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import http.client
         import json
         import time
         import urllib.error
@@ -435,14 +448,27 @@ class OpenAIBackend:
                     return dict(json.loads(resp.read()))
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code}"
-                if e.code != 429 and e.code < 500:
+                with e:
                     detail = e.read()[:300].decode("utf-8", "replace")
-                    raise InputError(f"{url}: HTTP {e.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                if e.code != 429 and e.code < 500:
+                    first = " ".join(detail.split())
+                    raise InputError(f"{url}: HTTP {e.code}: {first}") from None
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                http.client.HTTPException,
+            ) as e:
                 last = str(getattr(e, "reason", e))
             except ValueError:
                 last = "the answer is not JSON"
         raise InputError(f"{url}: no answer after {self.retries + 1} tries ({last})")
+
+
+def _line_stop(stop_lines: int) -> dict[str, Any]:
+    """Stop settings that end a one-line segment at its line break on engines that cannot count
+    line breaks (vLLM); longer segments are cut afterwards by `finish_piece`."""
+    return {"stop": ["\n"], "include_stop_str_in_output": True} if stop_lines == 1 else {}
 
 
 def finish_piece(
@@ -498,7 +524,7 @@ class VLLMBackend:
         self.name = model
         self.llm = LLM(
             model=source.location,
-            dtype="auto" if dtype == "auto" else dtype,
+            dtype=dtype,
             trust_remote_code=trust_remote_code,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -527,6 +553,7 @@ class VLLMBackend:
                 max_tokens=q.max_new_tokens,
                 seed=q.seed,
                 skip_special_tokens=False,
+                **_line_stop(q.stop_lines),
             )
             for q in requests
         ]

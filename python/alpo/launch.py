@@ -41,7 +41,7 @@ def plan(config: LaunchConfig, argv: list[str]) -> list[str] | None:
         return None
     gpus = gpu_count()
     wanted = config.num_gpus or gpus
-    if config.num_gpus > gpus:
+    if config.num_gpus > gpus and not config.hostfile:  # a head node may have no GPU
         raise ConfigError(f"launch.num_gpus = {config.num_gpus}, but {gpus} GPU(s) are visible")
     if config.hostfile or wanted > 1:
         return launch_command(config, wanted, argv)

@@ -91,7 +91,10 @@ def load_windows(path: Path, pair: str, tokenizer: Any, options: dict[str, Any])
     """The pool windows with their segments and chat-rendered prompt ids."""
     if not path.is_file():
         raise InputError(f"{path}: no such file (run alpo prepare first)")
-    frame = pl.read_parquet(path)
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as e:  # polars raises several kinds for a bad file
+        raise InputError(f"{path}: not a readable Parquet file ({e})") from None
     needed = {"window_id", "src_lines", "ref_lines", "core_start", "core_end", "segment_of_line"}
     missing = needed - set(frame.columns)
     if missing:
@@ -192,6 +195,7 @@ class SampleSettings:
     judge_language: str
     context_lines: int
     seed: int
+    judge_max_new_tokens: int = 256
 
 
 def run_sample(
@@ -204,18 +208,17 @@ def run_sample(
     out_dir: Path,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     fresh: bool = False,
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample and judge every core segment of `windows`; write `out_dir/candidates.parquet` and
     `out_dir/scores.parquet`; resume from finished round shards in `out_dir/sample/` unless
-    `fresh`."""
+    `fresh`. `identity` names what else the shards depend on (the models): shards made with
+    another identity are not resumed."""
     started = time.perf_counter()
     shards = out_dir / "sample"
-    fingerprint = _fingerprint(windows, settings)
+    fingerprint = _fingerprint(windows, settings, identity or {})
     progress_path = shards / "progress.json"
-    stale = (
-        progress_path.is_file()
-        and json.loads(progress_path.read_text()).get("fingerprint") != fingerprint
-    )
+    stale = progress_path.is_file() and _progress_fingerprint(progress_path) != fingerprint
     if fresh or stale:  # shards of other inputs or settings cannot be continued
         shutil.rmtree(shards, ignore_errors=True)
     shards.mkdir(parents=True, exist_ok=True)
@@ -223,11 +226,10 @@ def run_sample(
     src, tgt = pair.split("-")
     by_id = {w.window_id: w for w in windows}
     chosen: dict[tuple[str, int], list[int]] = {}
-    rounds = (
-        sorted({s.index for w in windows for s in w.segments if s.in_core})
-        if settings.mode == "segment"
-        else [0]
-    )
+    core = sorted({s.index for w in windows for s in w.segments if s.in_core})
+    if not core:
+        raise InputError("no window has a core segment to sample")
+    rounds = core if settings.mode == "segment" else [0]
     stats = {"candidates": 0, "judge_failures": 0, "sampled": 0, "invalid": 0}
     for r in rounds:
         shard = shards / f"round-{r:04d}.parquet"
@@ -260,6 +262,8 @@ def run_sample(
     _write_atomic(frame.select(list(SCORE_SCHEMA)), out_dir / "scores.parquet")
     return {
         **summarize(frame),
+        "sampled_this_run": stats["sampled"],
+        "invalid_this_run": stats["invalid"],
         "rounds": len(rounds),
         "windows": len(windows),
         "seconds": round(time.perf_counter() - started, 3),
@@ -330,9 +334,10 @@ def _sample_responses(
     raw = []
     for w, answers in zip(windows, policy.sample(reqs), strict=True):
         cut = [_cut(answer, w, policy, tokenizer) for answer in answers]
+        stats["sampled"] += len(answers)
+        stats["invalid"] += sum(c is None for c in cut)  # wrong line count: dropped whole
         for seg in (g for g in w.segments if g.in_core):
             pieces = [c[seg.index] for c in cut if c is not None and seg.index in c]
-            stats["invalid"] += len(answers) - len(pieces)
             keys.append((w.window_id, seg))
             raw.append(_raw(w, seg, pieces, policy, tokenizer, stats, count_invalid=False))
     sets = candidate_sets(raw)
@@ -377,7 +382,7 @@ def _raw(
     sampled = []
     for ids in pieces:
         text = piece_text(policy.decode, ids, seg, eos)
-        stats["sampled"] += 1
+        stats["sampled"] += count_invalid
         if text is None:
             stats["invalid"] += count_invalid
             continue
@@ -418,6 +423,7 @@ def _judge_round(
             got = backend.chat(
                 [batch[i][0] for i in idx],
                 temperature=s.judge_temperature,
+                max_new_tokens=s.judge_max_new_tokens,
                 score_letters=n,
                 seed=s.seed + r,
             )
@@ -483,11 +489,19 @@ def summarize(frame: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def _fingerprint(windows: list[Window], settings: SampleSettings) -> str:
-    h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+def _fingerprint(windows: list[Window], settings: SampleSettings, identity: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps([asdict(settings), identity], sort_keys=True).encode())
     for w in windows:
         h.update(repr((w.window_id, w.prompt_ids, w.ref_lines)).encode())
     return h.hexdigest()
+
+
+def _progress_fingerprint(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: treated as stale, the shards are redone
+    return str(value) if value is not None else None
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path) -> None:

@@ -11,6 +11,7 @@ variable's value as their bearer token.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import time
@@ -18,7 +19,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from alpo.exceptions import AlpoError
+from alpo.exceptions import AlpoError, ConfigError
 from alpo.generation import SampleRequest, TransformersBackend
 
 __all__ = ["make_server", "score_letters_of"]
@@ -44,6 +45,9 @@ def make_server(
     """An HTTP server (not started: call `serve_forever`) answering for `backend`."""
     name = served_name or backend.name
     key = os.environ.get(api_key_env, "") if api_key_env else ""
+    if api_key_env and not key:
+        raise ConfigError(f"--api-key-env {api_key_env}: the variable is empty or not set")
+    vocab = backend.vocab_size
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -70,6 +74,8 @@ def make_server(
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
+                if length < 0:
+                    raise ValueError("bad Content-Length")
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if not isinstance(body, dict):
                     raise ValueError("the request body must be a JSON object")
@@ -80,10 +86,18 @@ def make_server(
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
             except (ValueError, KeyError, TypeError, AlpoError) as e:
+                self.close_connection = True
                 self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
+            except Exception as e:  # the server stays up; the client learns what went wrong
+                self.close_connection = True
+                self._send(
+                    500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}}
+                )
 
         def _authorized(self) -> bool:
-            if key and self.headers.get("Authorization", "") != f"Bearer {key}":
+            given = self.headers.get("Authorization", "")
+            if key and not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+                self.close_connection = True  # the body was not read
                 self._send(401, {"error": {"message": "missing or wrong API key"}})
                 return False
             return True
@@ -100,10 +114,14 @@ def make_server(
         prompt = body["prompt"]
         if isinstance(prompt, str):
             ids = list(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        elif isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+        elif (
+            isinstance(prompt, list)
+            and prompt
+            and all(isinstance(t, int) and 0 <= t < vocab for t in prompt)
+        ):
             ids = prompt
         else:
-            raise ValueError("prompt must be a string or a list of token ids")
+            raise ValueError("prompt must be a string or a non-empty list of valid token ids")
         request = SampleRequest(
             prompt_ids=ids,
             n=int(body.get("n", 1)),

@@ -199,7 +199,9 @@ def lr_factor(step: int, total: int, warmup_ratio: float, min_ratio: float) -> f
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def ds_config(config: TrainConfig, world: int, bf16: bool, hidden_size: int) -> dict[str, Any]:
+def ds_config(
+    config: TrainConfig, world: int, bf16: bool, hidden_size: int, fp16: bool = False
+) -> dict[str, Any]:
     """The DeepSpeed config: the shipped `zero{N}.json` (or the user's file) with its "auto"
     values filled from the alpo config."""
     ds = config.deepspeed
@@ -230,6 +232,10 @@ def ds_config(config: TrainConfig, world: int, bf16: bool, hidden_size: int) -> 
     filled = _fill_auto(raw, auto)
     filled["train_batch_size"] = sft.global_batch
     filled.setdefault("bf16", {})["enabled"] = bf16
+    if fp16:  # fp16 weights need DeepSpeed's loss scaling
+        filled.setdefault("fp16", {})["enabled"] = True
+    elif filled.get("fp16", {}).get("enabled") == "auto":
+        filled["fp16"]["enabled"] = False
     zero = filled.setdefault("zero_optimization", {})
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
@@ -266,9 +272,9 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
     if device == "cuda":  # one GPU per process, picked by the launcher's LOCAL_RANK
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         device = f"cuda:{torch.cuda.current_device()}"
-    bf16 = models.resolve_dtype(config.model.dtype, device) == torch.bfloat16
+    dtype = models.resolve_dtype(config.model.dtype, device)
     hidden = models.model_config(config.model.policy, config.model.trust_remote_code).hidden_size
-    ds = ds_config(config, world, bf16, hidden)
+    ds = ds_config(config, world, dtype == torch.bfloat16, hidden, fp16=dtype == torch.float16)
     zero3 = ds.get("zero_optimization", {}).get("stage") == 3
     # Under ZeRO-3, transformers loads the weights already partitioned over the ranks while a
     # HfDeepSpeedConfig is alive, so no process ever holds the whole model.
@@ -286,7 +292,7 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if sft.lora_rank:
-        model = _add_lora(model, config)
+        model = _add_lora(model, config, zero3)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
     if "optimizer" not in ds:
@@ -295,7 +301,7 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
             lr=sft.lr,
             betas=(sft.adam_beta1, sft.adam_beta2),
             weight_decay=sft.weight_decay,
-            fused=device == "cuda" or None,
+            fused=device.startswith("cuda") or None,
         )
 
     def schedule(opt: Any) -> Any:
@@ -316,10 +322,10 @@ def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
     return engine
 
 
-def _add_lora(model: Any, config: TrainConfig) -> Any:
+def _add_lora(model: Any, config: TrainConfig, zero3: bool) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    if config.deepspeed.zero_stage == 3:
+    if zero3:
         raise ConfigError("LoRA runs with deepspeed.zero_stage 0-2 (ZeRO-3 is for full tuning)")
     sft = config.sft
     lora = LoraConfig(
@@ -476,13 +482,18 @@ def evaluate(engine: Any, examples: list[chat.Encoded], micro_batch: int, pad_id
 
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = examples[rank::world]
+    # Every rank runs the same number of forwards (ZeRO-3 gathers weights in each one, so an
+    # uneven count would hang); a rank out of examples runs one it does not count.
+    passes = math.ceil(math.ceil(len(examples) / world) / micro_batch)
     totals = torch.zeros(2, dtype=torch.float64)
     engine.eval()
     with torch.no_grad():
-        for i in range(0, len(mine), micro_batch):
-            chunk = mine[i : i + micro_batch]
-            totals[0] += answer_nll(engine, collate(chunk, pad_id), engine.device).item()
-            totals[1] += answer_tokens(chunk)
+        for i in range(passes):
+            chunk = mine[i * micro_batch : (i + 1) * micro_batch]
+            nll = answer_nll(engine, collate(chunk or examples[:1], pad_id), engine.device)
+            if chunk:
+                totals[0] += nll.item()
+                totals[1] += answer_tokens(chunk)
     engine.train()
     totals = totals.to(engine.device)
     dist.all_reduce(totals)
@@ -524,7 +535,9 @@ def run_sft(
     resumed = latest_checkpoint(ckpt_root, fingerprint) if rank == 0 else None
     resumed = _broadcast(resumed)
     if resumed is not None:
-        engine.load_checkpoint(str(resumed / "deepspeed"), tag="state")
+        loaded, _ = engine.load_checkpoint(str(resumed / "deepspeed"), tag="state")
+        if loaded is None:
+            raise InputError(f"{resumed}: the DeepSpeed state of this checkpoint cannot be read")
         state = json.loads((resumed / "trainer_state.json").read_text())
         step, last = state["step"], state["metrics"]
         _load_rng(resumed / "rng", rank)
@@ -613,7 +626,7 @@ class MetricsLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "metrics.jsonl"
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= after_step]
+        kept = [ln for ln in lines if (m := _json_line(ln)) and m.get("step", 0) <= after_step]
         self.path.write_text("".join(f"{ln}\n" for ln in kept))
         if config.logging.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -652,6 +665,15 @@ class MetricsLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    """One metrics line, or None for a blank or half-written one (a killed run leaves those)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _world_size() -> int:

@@ -115,7 +115,7 @@ def train(
             not force
             and record.get("status") == "done"
             and record.get("inputs") == inputs
-            and (work / stage).exists()
+            and all((work / o).exists() for o in OUTPUTS[stage])
         ):
             results[stage] = {"skipped": True, **record}
             continue
@@ -228,6 +228,7 @@ def _run_sample(
         judge_retries=judge.retries,
         judge_temperature=judge.temperature,
         judge_language=judge.language,
+        judge_max_new_tokens=judge.max_new_tokens,
         context_lines=judge.context_lines,
         seed=sample.seed,
     )
@@ -249,6 +250,11 @@ def _run_sample(
         work,
         on_round=log,
         fresh=fresh,
+        identity={
+            "policy": sample.model or _folder_stamp(work / "sft"),
+            "judge": asdict(judge),
+            "model": asdict(config.model),
+        },
     )
     return {**summary, "out": str(work / "candidates.parquet")}
 

@@ -79,3 +79,28 @@ def test_help_explains_the_stages(cli):
     out = cli("train", "--help").stdout
     for word in ("--preset", "--stage", "--set", "--config", "sft", "torchrun"):
         assert word in out
+
+
+def test_sample_stage_needs_an_sft_model(cli, examples_data, tmp_path):
+    work = tmp_path / "run"
+    proc = train(cli, examples_data, work, "--stage", "sample")
+    assert_one_line_error(proc, "no SFT model", "run the sft stage first")
+    assert not (work / "candidates.parquet").exists()
+
+
+def test_sample_stage_with_a_broken_pool(cli, examples_data, tiny_model, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pool.parquet").write_text("not parquet")
+    proc = train(
+        cli,
+        data,
+        tmp_path / "run",
+        "--stage",
+        "sample",
+        "--set",
+        f"sample.model='{tiny_model}'",
+        "--set",
+        f"judge.model='{tiny_model}'",
+    )
+    assert_one_line_error(proc, "pool.parquet", "not a readable Parquet file")

@@ -283,6 +283,21 @@ def add_prompts(df: pl.DataFrame, opts: PrepareOptions, paraphrase: bool) -> pl.
     )
 
 
+def read_windows(path: Path, columns: Sequence[str]) -> pl.DataFrame:
+    """A split that `prepare` wrote, checked for the `columns` a stage needs; one-line
+    InputErrors for a missing, unreadable or incomplete file."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (run alpo prepare first)")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as e:  # polars raises several kinds for a bad file
+        raise InputError(f"{path}: not a readable Parquet file ({e})") from None
+    missing = set(columns) - set(frame.columns)
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return frame
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -40,6 +40,7 @@ from alpo import _core, chat, judging
 from alpo.align import write_json_atomic
 from alpo.exceptions import InputError
 from alpo.generation import Backend, SampleRequest
+from alpo.prepare import read_windows
 from alpo.prompts import parse_answer, render_answer, window_texts
 
 __all__ = [
@@ -89,16 +90,10 @@ class Window:
 
 def load_windows(path: Path, pair: str, tokenizer: Any, options: dict[str, Any]) -> list[Window]:
     """The pool windows with their segments and chat-rendered prompt ids."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (run alpo prepare first)")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as e:  # polars raises several kinds for a bad file
-        raise InputError(f"{path}: not a readable Parquet file ({e})") from None
-    needed = {"window_id", "src_lines", "ref_lines", "core_start", "core_end", "segment_of_line"}
-    missing = needed - set(frame.columns)
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    frame = read_windows(
+        path,
+        ("window_id", "src_lines", "ref_lines", "core_start", "core_end", "segment_of_line"),
+    )
     prompts, _ = window_texts(
         frame, pair, instruction_language=options.get("instruction_language", "en")
     )

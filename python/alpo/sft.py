@@ -34,11 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from alpo import chat, models
 from alpo.config import CONFIG_DIR, TrainConfig
 from alpo.exceptions import ConfigError, InputError
+from alpo.prepare import read_windows
 from alpo.prompts import window_texts
 
 __all__ = ["SFTData", "ds_config", "load_sft_data", "lr_factor", "run_sft", "step_batches"]
@@ -63,15 +62,7 @@ def load_sft_data(data_dir: Path, pair: str, tokenizer: Any, config: TrainConfig
     """Tokenized SFT windows of `data_dir/sft.parquet`, prompts rendered with the options that
     `alpo prepare` recorded in its manifest."""
     path = data_dir / "sft.parquet"
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (run alpo prepare first)")
-    try:
-        windows = pl.read_parquet(path)
-    except Exception as e:  # polars raises several kinds for a bad file
-        raise InputError(f"{path}: not a readable Parquet file ({e})") from None
-    missing = {"src_lines", "ref_lines"} - set(windows.columns)
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    windows = read_windows(path, ("src_lines", "ref_lines"))
     if "pair" in windows.columns and windows.height and windows["pair"][0] != pair:
         raise InputError(f"{path}: windows are for {windows['pair'][0]}, not {pair}")
     options = prepare_options(data_dir)

@@ -12,6 +12,7 @@ __all__ = [
     "EncodingError",
     "InputError",
     "ParseError",
+    "build_pairs",
     "distinct_candidates",
     "lang",
     "nearest",
@@ -65,6 +66,19 @@ def read_subtitles(
 ) -> tuple[ArrowTable, str, str, tuple[int, str] | None]: ...
 def nearest(src: Sequence[int], tgt: Sequence[int], max_gap_ms: int = 700) -> list[int | None]: ...
 def distinct_candidates(frame: object) -> list[bool]: ...
+def build_pairs(
+    frame: object,
+    min_candidates: int = 3,
+    min_spread: float = 5.0,
+    beta0: float = 1.0,
+    top_chosen: int = 3,
+    rejected_rank: int = 3,
+    seed: int = 1024,
+    gate: bool = True,
+    importance: bool = True,
+    dynamic_beta: bool = True,
+    beta: float = 0.5,
+) -> ArrowTable: ...
 def prepare_windows(
     frame: object, core_lines: int = 25, context_lines: int = 5, min_lines: int = 10
 ) -> tuple[ArrowTable, str]: ...

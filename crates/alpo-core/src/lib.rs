@@ -16,6 +16,7 @@ pub mod encoding;
 pub mod error;
 pub mod formats;
 pub mod names;
+pub mod preference;
 pub mod report;
 pub mod sync;
 pub mod windows;

@@ -8,11 +8,15 @@ use alpo_core::batch;
 use alpo_core::clean::{self, CleanOptions};
 use alpo_core::corpus::{AlignOptions, CorpusAligner, Mode, Prefetch};
 use alpo_core::formats::{self, Format};
+use alpo_core::preference::{self, Candidate, PairOptions};
 use alpo_core::{candidates, encoding, names, windows, Error};
 use arrow_array::builder::{BooleanBuilder, Int64Builder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchIterator, UInt32Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, RecordBatch, RecordBatchIterator,
+    UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -382,12 +386,130 @@ fn distinct_candidates(py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Vec
     Ok(py.detach(|| candidates::first_distinct(&group, |i| text.get(i))))
 }
 
+/// Preference pairs per segment (alpo-core `preference`) from a frame with columns
+/// `window_id` (str), `segment` (u32), `score` (f32, null when not scored) and `chars` (u32, the
+/// candidate's text length), rows ordered by window, segment and candidate. Returns a table with
+/// one row per segment: window_row (u64, the first input row of its window), segment, gated,
+/// chosen, rejected, gap, weight, beta, n_candidates.
+#[pyfunction]
+#[pyo3(signature = (frame, min_candidates=3, min_spread=5.0, beta0=1.0, top_chosen=3,
+    rejected_rank=3, seed=1024, gate=true, importance=true, dynamic_beta=true, beta=0.5))]
+#[allow(clippy::too_many_arguments)]
+fn build_pairs(
+    py: Python<'_>,
+    frame: &Bound<'_, PyAny>,
+    min_candidates: usize,
+    min_spread: f64,
+    beta0: f64,
+    top_chosen: usize,
+    rejected_rank: usize,
+    seed: u64,
+    gate: bool,
+    importance: bool,
+    dynamic_beta: bool,
+    beta: f64,
+) -> PyResult<ArrowTable> {
+    let batches = import_batches(frame)?;
+    let (mut segment, mut cands) = (Vec::new(), Vec::new());
+    for batch in &batches {
+        segment.extend(
+            column::<UInt32Array>(batch, "segment")?
+                .values()
+                .iter()
+                .copied(),
+        );
+        let score = column::<Float32Array>(batch, "score")?;
+        let chars = column::<UInt32Array>(batch, "chars")?;
+        cands.extend((0..score.len()).map(|i| Candidate {
+            score: score.is_valid(i).then(|| score.value(i)),
+            chars: chars.value(i),
+        }));
+    }
+    let ids = texts(&batches, "window_id")?;
+    let opts = PairOptions {
+        min_candidates,
+        min_spread,
+        beta0,
+        top_chosen,
+        rejected_rank,
+        seed,
+        gate,
+        importance,
+        dynamic_beta,
+        beta,
+    };
+    let pairs =
+        py.detach(|| preference::build(segment.len(), |i| ids.get(i), &segment, &cands, &opts));
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "window_row",
+            Arc::new(UInt64Array::from_iter_values(
+                pairs.iter().map(|(r, _)| *r as u64),
+            )),
+        ),
+        (
+            "segment",
+            Arc::new(UInt32Array::from_iter_values(
+                pairs.iter().map(|(_, p)| p.segment),
+            )),
+        ),
+        (
+            "gated",
+            Arc::new(BooleanArray::from(
+                pairs.iter().map(|(_, p)| p.gated).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "chosen",
+            Arc::new(pairs.iter().map(|(_, p)| p.chosen).collect::<UInt32Array>()),
+        ),
+        (
+            "rejected",
+            Arc::new(
+                pairs
+                    .iter()
+                    .map(|(_, p)| p.rejected)
+                    .collect::<UInt32Array>(),
+            ),
+        ),
+        (
+            "gap",
+            Arc::new(pairs.iter().map(|(_, p)| p.gap).collect::<Float64Array>()),
+        ),
+        (
+            "weight",
+            Arc::new(Float64Array::from_iter_values(
+                pairs.iter().map(|(_, p)| p.weight),
+            )),
+        ),
+        (
+            "beta",
+            Arc::new(Float64Array::from_iter_values(
+                pairs.iter().map(|(_, p)| p.beta),
+            )),
+        ),
+        (
+            "n_candidates",
+            Arc::new(UInt32Array::from_iter_values(
+                pairs.iter().map(|(_, p)| p.n_candidates),
+            )),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns)
+        .map_err(|e| errors::to_py(Error::Config(format!("cannot build the pairs table: {e}"))))?;
+    Ok(ArrowTable {
+        schema: batch.schema(),
+        batches: vec![batch],
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Aligner>()?;
     m.add_class::<ArrowTable>()?;
     m.add_function(wrap_pyfunction!(distinct_candidates, m)?)?;
+    m.add_function(wrap_pyfunction!(build_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(read_subtitles, m)?)?;
     m.add_function(wrap_pyfunction!(lang, m)?)?;
     m.add_function(wrap_pyfunction!(nearest, m)?)?;

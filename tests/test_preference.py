@@ -1,0 +1,159 @@
+"""Preference pairs from score tables, and the ALPO loss."""
+
+import math
+
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alpo.exceptions import ConfigError, InputError
+from alpo.loss import alpo_loss, reward_stats
+from alpo.preference import PAIR_SCHEMA, build_pairs
+
+
+def table(rows):
+    """(window, segment, [(score, text), ...]) -> a scores table with texts."""
+    out = []
+    for window, segment, cands in rows:
+        for c, (score, text) in enumerate(cands):
+            out.append(
+                {
+                    "window_id": window,
+                    "segment": segment,
+                    "candidate": c,
+                    "score": score,
+                    "text": text,
+                }
+            )
+    return pl.DataFrame(
+        out,
+        schema={
+            "window_id": pl.String,
+            "segment": pl.UInt32,
+            "candidate": pl.UInt32,
+            "score": pl.Float32,
+            "text": pl.String,
+        },
+    )
+
+
+ROWS = [
+    # w1 s0: 5 candidates, spread 80, gated; top1 -> chosen 90 (#0), 3rd lowest 50 (#2), gap 40
+    ("w1", 0, [(90, "a"), (10, "b"), (50, "c"), (70, "d"), (30, "e")]),
+    # w1 s1: only 3 candidates: gated out (|T| must exceed 3)
+    ("w1", 1, [(90, "a"), (10, "b"), (50, "c")]),
+    # w1 s2: 4 candidates but spread 4: gated out
+    ("w1", 2, [(52, "a"), (50, "b"), (49, "c"), (48, "d")]),
+    # w1 s3: ties at 60 broken by length: ascending 20, 30, 60 ("xx", #3), 60 ("xxx", #0)
+    ("w1", 3, [(60, "xxx"), (20, "a"), (30, "b"), (60, "xx")]),
+    # w2 s0: no valid vote: no pair
+    ("w2", 0, [(None, "a"), (None, "b"), (None, "c"), (None, "d")]),
+    # w2 s1: gated, the window's only gated segment: beta = beta0
+    ("w2", 1, [(80, "a"), (20, "b"), (40, "c"), (70, "d")]),
+]
+
+
+def test_hand_made_table_follows_every_rule():
+    pairs = build_pairs(table(ROWS), top_chosen=1, beta0=2.0)
+    assert dict(pairs.schema) == PAIR_SCHEMA
+    rows = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
+    assert [k for k in rows] == [("w1", 0), ("w1", 1), ("w1", 2), ("w1", 3), ("w2", 0), ("w2", 1)]
+    r = rows[("w1", 0)]
+    assert (r["gated"], r["chosen"], r["rejected"], r["gap"]) == (True, 0, 2, 40.0)
+    assert r["weight"] == pytest.approx(5 / 16) and r["beta"] == pytest.approx(2.0)
+    assert not rows[("w1", 1)]["gated"] and rows[("w1", 1)]["weight"] == 0.0
+    assert not rows[("w1", 2)]["gated"] and rows[("w1", 2)]["beta"] == 0.0
+    r = rows[("w1", 3)]
+    # chosen: best by score, ties to the shorter text -> "xx" (#3); rejected: 3rd lowest -> #3
+    # too, which is the chosen one -> the lowest other (#1, score 20); gap 40
+    assert (r["chosen"], r["rejected"], r["gap"], r["gated"]) == (3, 1, 40.0, True)
+    assert r["weight"] == pytest.approx(4 / 16) and r["beta"] == pytest.approx(2.0)
+    r = rows[("w2", 0)]
+    assert (r["gated"], r["chosen"], r["rejected"], r["weight"]) == (False, None, None, 0.0)
+    r = rows[("w2", 1)]
+    assert (r["chosen"], r["rejected"], r["gap"]) == (0, 3, 10.0)
+    assert r["weight"] == pytest.approx(4 / 8) and r["beta"] == pytest.approx(2.0)
+
+
+def test_chosen_is_uniform_among_the_top_three_and_seeded():
+    rows = [
+        (f"w{i}", 0, [(90, "a"), (85, "b"), (80, "c"), (10, "d"), (5, "e")]) for i in range(300)
+    ]
+    pairs = build_pairs(table(rows), seed=7)
+    counts = pairs["chosen"].value_counts().sort("chosen")
+    assert counts["chosen"].to_list() == [0, 1, 2]
+    assert all(70 < n < 130 for n in counts["count"])
+    assert pairs.equals(build_pairs(table(rows), seed=7))
+    assert not pairs.equals(build_pairs(table(rows), seed=8))
+    assert pairs.equals(build_pairs(table(rows[::-1]), seed=7))  # order-independent
+
+
+def test_ablations():
+    pairs = build_pairs(table(ROWS), gate=False, importance=False, dynamic_beta=False, beta=0.3)
+    with_pair = pairs.filter(pl.col("chosen").is_not_null())
+    assert with_pair["gated"].all() and (with_pair["weight"] == 1.0).all()
+    assert (with_pair["beta"] == 0.3).all()
+
+
+def test_bad_tables_are_input_errors():
+    with pytest.raises(InputError, match="missing column"):
+        build_pairs(table(ROWS).drop("text"))
+    bad = table(ROWS).with_columns(candidate=pl.col("candidate") + 1)
+    with pytest.raises(InputError, match="run 0, 1"):
+        build_pairs(bad)
+
+
+def batch():
+    pc = torch.tensor([-10.0, -20.0, -5.0])
+    pr = torch.tensor([-12.0, -18.0, -9.0])
+    rc = torch.tensor([-11.0, -19.0, -6.0])
+    rr = torch.tensor([-11.0, -19.0, -7.0])
+    return pc, pr, rc, rr
+
+
+def test_loss_by_hand_under_each_normalizer():
+    pc, pr, rc, rr = batch()
+    beta = torch.tensor([0.5, 1.0, 0.25])
+    weight = torch.tensor([0.2, 0.0, 0.5])
+    # margins: (1 - (-1)) = 2, (-1 - 1) = -2, (1 - (-2)) = 3
+    h = [0.5 * 2, 1.0 * -2, 0.25 * 3]
+    terms = [w * math.log1p(math.exp(-x)) for w, x in zip([0.2, 0.0, 0.5], h, strict=True)]
+    total = sum(terms)
+    assert float(alpo_loss(pc, pr, rc, rr, beta, weight, "none")) == pytest.approx(total)
+    assert float(alpo_loss(pc, pr, rc, rr, beta, weight, "micro")) == pytest.approx(total / 0.7)
+    step = alpo_loss(pc, pr, rc, rr, beta, weight, "step", weight_total=2.0)
+    assert float(step) == pytest.approx(total / 2.0)
+    with pytest.raises(ConfigError):
+        alpo_loss(pc, pr, rc, rr, beta, weight, "step")
+    with pytest.raises(ConfigError):
+        alpo_loss(pc, pr, rc, rr, beta, weight, "mean")
+    zero = alpo_loss(pc, pr, rc, rr, beta, torch.zeros(3), "micro")
+    assert float(zero) == 0.0
+
+
+def test_equals_dpo_sigmoid_loss_with_unit_weights_and_constant_beta():
+    torch.manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(8) * 5 for _ in range(4))
+    beta = torch.full((8,), 0.1)
+    ours = alpo_loss(pc, pr, rc, rr, beta, torch.ones(8), "micro")
+    dpo = -F.logsigmoid(0.1 * ((pc - pr) - (rc - rr))).mean()
+    assert float(ours) == pytest.approx(float(dpo), abs=1e-6)
+
+
+def test_gradients_flow_only_through_the_policy_and_weighted_records():
+    pc, pr, rc, rr = batch()
+    pc.requires_grad_(True)
+    pr.requires_grad_(True)
+    loss = alpo_loss(pc, pr, rc, rr, torch.ones(3), torch.tensor([1.0, 0.0, 1.0]), "none")
+    loss.backward()
+    assert pc.grad[1] == 0 and pr.grad[1] == 0  # weight 0: no gradient
+    assert pc.grad[0] < 0 < pr.grad[0]  # raise chosen, lower rejected
+
+
+def test_reward_stats():
+    pc, pr, rc, rr = batch()
+    stats = reward_stats(pc, pr, rc, rr, torch.ones(3))
+    assert stats.chosen_reward == pytest.approx((1 - 1 + 1) / 3)
+    assert stats.accuracy == pytest.approx(2 / 3)
+    assert stats.margin == pytest.approx((2 - 2 + 3) / 3)

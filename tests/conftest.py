@@ -53,3 +53,41 @@ def tiny_model(tmp_path_factory, examples_data) -> Path:
     aligned = pl.read_parquet(examples_data.parent / "aligned.parquet")
     texts = aligned["src_text"].to_list() + aligned["tgt_text"].to_list()
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts)
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, examples_data, tiny_model):
+    """The tiny model after SFT on every sft and pool window of the examples, so that it answers
+    pool prompts in the numbered-line format and sampling gives several valid candidates."""
+    import polars as pl
+
+    root = tmp_path_factory.mktemp("sft-model")
+    data = root / "data"
+    data.mkdir()
+    windows = [pl.read_parquet(examples_data / f"{s}.parquet") for s in ("sft", "pool")]
+    pl.concat(windows, how="diagonal_relaxed").write_parquet(data / "sft.parquet")
+    run_cli(
+        "train",
+        "--pair",
+        "en-zh",
+        "--stage",
+        "sft",
+        "--data",
+        str(data),
+        "--workdir",
+        str(root / "run"),
+        "--set",
+        f"model.policy='{tiny_model}'",
+        "--set",
+        "sft.max_steps=200",
+        "--set",
+        "sft.global_batch=1",
+        "--set",
+        "sft.lr=3e-3",
+        "--set",
+        "sft.eval_share=0.0",
+        "--set",
+        "logging.tensorboard=false",
+        "--json",
+    )
+    return root / "run" / "sft"

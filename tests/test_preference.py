@@ -1,5 +1,6 @@
 """Preference pairs from score tables, and the ALPO loss."""
 
+import json
 import math
 
 import polars as pl
@@ -157,3 +158,71 @@ def test_reward_stats():
     assert stats.chosen_reward == pytest.approx((1 - 1 + 1) / 3)
     assert stats.accuracy == pytest.approx(2 / 3)
     assert stats.margin == pytest.approx((2 - 2 + 3) / 3)
+
+
+def test_pairs_stage_builds_prefix_mixed_records(cli, examples_data, sft_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from alpo.preference import RECORD_SCHEMA
+    from alpo.prompts import parse_answer
+
+    work = tmp_path / "run"
+    common = [
+        "--pair",
+        "en-zh",
+        "--data",
+        str(examples_data),
+        "--workdir",
+        str(work),
+        "--set",
+        f"sample.model='{sft_model}'",
+        "--set",
+        f"judge.model='{sft_model}'",
+        "--set",
+        "sample.k=6",
+        "--set",
+        "judge.votes=1",
+        "--set",
+        "sample.max_new_tokens=60",
+        "--set",
+        "alpo.min_candidates=1",
+        "--set",
+        "alpo.min_spread=0.0",
+        "--json",
+    ]
+    cli("train", "--stage", "sample", *common)
+    out = json.loads(cli("train", "--stage", "pairs", *common).stdout.strip().splitlines()[-1])
+    summary = out["pairs"]
+    records = pl.read_parquet(work / "records.parquet")
+    assert dict(records.schema) == RECORD_SCHEMA
+    assert summary["records"] == records.height > 0
+    assert records.height == 5 * summary["gated"]  # every gated segment once per prefix stage
+    assert records["stage"].to_list() == sorted(records["stage"].to_list())  # a schedule
+    lams = records.group_by("stage").agg(pl.col("lam").first()).sort("stage")["lam"].to_list()
+    assert lams == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])
+    assert records["ref_chosen_logp"].null_count() == records.height  # the ref stage fills them
+    tok = AutoTokenizer.from_pretrained(sft_model)
+    pool = pl.read_parquet(examples_data / "pool.parquet")
+    prompt_len = {}
+    for row in records.iter_rows(named=True):
+        window = pool.filter(pl.col("window_id") == row["window_id"]).row(0, named=True)
+        labels = window["segment_of_line"]
+        start = labels.index(row["segment"])
+        n = labels.count(row["segment"])
+        # prompt + chosen decodes to a numbered answer whose last lines are the segment's
+        for ids in (row["chosen_ids"], row["rejected_ids"]):
+            assert ids
+            text = tok.decode(ids, skip_special_tokens=True)
+            assert parse_answer(text, n, start=start + 1) is not None
+        assert row["weight"] > 0 and 0 < row["beta"] <= 1.0
+        assert row["chosen_score"] > row["rejected_score"]
+        prompt_len.setdefault(row["window_id"], []).append(len(row["prompt_ids"]))
+    # a later segment's prompt holds the prefix of the earlier ones
+    first = records.sort("segment").row(0, named=True)
+    later = records.filter(
+        (pl.col("window_id") == first["window_id"]) & (pl.col("stage") == first["stage"])
+    ).sort("segment")
+    lengths = [len(p) for p in later["prompt_ids"]]
+    assert lengths == sorted(lengths)
+    again = cli("train", "--stage", "pairs", *common).stdout.strip().splitlines()[-1]
+    assert json.loads(again)["pairs"]["skipped"] is True

@@ -318,7 +318,8 @@ def train(
     """Train a translation model for one language pair, stage by stage.
 
     Stages: sft (supervised fine-tuning in DeepSpeed), sample (candidate translations per
-    segment, scored by an LLM judge). Each stage resumes from its last
+    segment, scored by an LLM judge), pairs (chosen/rejected, gate, weights, dynamic beta and
+    prefix-mixed training records). Each stage resumes from its last
     checkpoint and is skipped when its inputs are unchanged (workdir/manifest.json). On CPU or one
     GPU the stages run in this process; with several GPUs or a hostfile, alpo starts itself again
     under torchrun or deepspeed, one process per GPU.
@@ -396,6 +397,15 @@ def train(
             continue  # the launched processes printed their own summary
         if r.get("skipped"):
             out_console.print(f"{name}: up to date (use --force to rerun)")
+            continue
+        if name == "pairs":
+            out_console.print(
+                f"pairs: {r['records']:,} records from {r['gated']:,} of {r['segments']:,} "
+                f"segments ({r['stages']} prefix stages); gated out: "
+                f"{r['share_few_candidates']:.1%} few candidates, "
+                f"{r['share_small_spread']:.1%} small spread, {r['share_no_pair']:.1%} no pair "
+                f"-> {r['out']}"
+            )
             continue
         if name == "sample":
             out_console.print(

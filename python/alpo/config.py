@@ -13,6 +13,7 @@ TOML layout, one table per section::
     [sample]      mode = "segment", k = 15, temperature = 1.0, ...
     [judge]       model = "Qwen/Qwen3-14B", votes = 4, ...
     [vllm]        tensor_parallel_size = 1, gpu_memory_utilization = 0.9, ...
+    [alpo]        min_candidates = 3, min_spread = 5.0, beta0 = 1.0, prefix_stages = 5, ...
     [deepspeed]   zero_stage = 2, ...
     [launch]      num_gpus = 0, hostfile = "", ...
     [logging]     tensorboard = true, wandb_project = "", ...
@@ -35,6 +36,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "AlpoConfig",
     "CONFIG_DIR",
     "PRESETS",
     "DeepSpeedConfig",
@@ -251,6 +253,51 @@ class JudgeConfig:
 
 
 @dataclass
+class AlpoConfig:
+    """The ALPO objective's settings (method.md 5-6): pairs, gate, weights, beta, prefixes."""
+
+    #: a segment takes part only with more than this many candidates
+    min_candidates: int = 3
+    #: ... and a score spread (max - min) above this
+    min_spread: float = 5.0
+    #: the chosen candidate is drawn uniformly from this many best
+    top_chosen: int = 3
+    #: the rejected candidate is this rank from the bottom
+    rejected_rank: int = 3
+    #: dynamic beta_i = beta0 * gap_i / the window's largest gap
+    beta0: float = 1.0
+    #: the constant beta when dynamic_beta is off
+    beta: float = 0.5
+    #: the paper's ablation switches
+    gate: bool = True
+    importance: bool = True
+    dynamic_beta: bool = True
+    prefix_mixing: bool = True
+    #: prefix stages and their lambda, rising linearly from lambda_start to lambda_end
+    prefix_stages: int = 5
+    lambda_start: float = 0.2
+    lambda_end: float = 0.6
+    #: `stages` (records ordered by stage, shuffled within one) or `mixture` (the release)
+    schedule: str = "stages"
+    #: loss normalization: `step` (sum of weights over the optimizer step), `micro`, `none`
+    normalizer: str = "step"
+    seed: int = 1024
+
+    def check(self) -> None:
+        _at_least("alpo.min_candidates", self.min_candidates, 1)
+        _positive("alpo.top_chosen", self.top_chosen)
+        _positive("alpo.rejected_rank", self.rejected_rank)
+        _positive("alpo.prefix_stages", self.prefix_stages)
+        _choice("alpo.schedule", self.schedule, ("stages", "mixture"))
+        _choice("alpo.normalizer", self.normalizer, ("step", "micro", "none"))
+        if self.beta0 <= 0 or self.beta <= 0:
+            raise ConfigError("alpo.beta0 and alpo.beta must be > 0")
+        for name in ("lambda_start", "lambda_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"alpo.{name} must be in [0, 1]")
+
+
+@dataclass
 class VLLMConfig:
     """Engine settings of the `vllm` backend (sampling and judging on GPUs)."""
 
@@ -339,6 +386,7 @@ class TrainConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    alpo: AlpoConfig = field(default_factory=AlpoConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

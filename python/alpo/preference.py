@@ -1,22 +1,36 @@
-"""Preference pairs per segment, from the sample stage's candidates and scores.
+"""Preference pairs and training records, from the sample stage's candidates and scores.
 
 For each segment's candidate set T_i and scores E_i this picks the chosen and the rejected
 candidate and computes the gate 1(s_i), the importance weight w_i = 1(s_i) * delta_i and the
 dynamic beta_i, exactly as DESIGN.md defines them (ties: shorter text, then lower candidate
 number; per-window sums and maxima). The math runs in the Rust core over Arrow columns, windows
-in parallel with the GIL released, so millions of segments take seconds.
+in parallel with the GIL released, so millions of segments take seconds. `build_records` then
+turns the pairs into training records with scheduled prefix mixing, all as token ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import polars as pl
 
 from alpo import _core
-from alpo.exceptions import InputError
+from alpo.exceptions import ConfigError, InputError
+from alpo.sampling import Segment, Window
 
-__all__ = ["PAIR_SCHEMA", "build_pairs"]
+__all__ = [
+    "PAIR_SCHEMA",
+    "RECORD_SCHEMA",
+    "build_pairs",
+    "build_records",
+    "gate_statistics",
+    "lambdas",
+]
 
-PAIR_SCHEMA = {
+PAIR_SCHEMA: dict[str, Any] = {
     "window_id": pl.String,
     "segment": pl.UInt32,
     "gated": pl.Boolean,
@@ -83,3 +97,142 @@ def build_pairs(
     )
     window_ids = table["window_id"].gather(pairs["window_row"])
     return pairs.with_columns(window_id=window_ids).select(list(PAIR_SCHEMA))
+
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "window_id": pl.String,
+    "segment": pl.UInt32,
+    "stage": pl.UInt8,
+    "lam": pl.Float32,
+    "prompt_ids": pl.List(pl.UInt32),
+    "chosen_ids": pl.List(pl.UInt32),
+    "rejected_ids": pl.List(pl.UInt32),
+    "weight": pl.Float32,
+    "beta": pl.Float32,
+    "chosen_score": pl.Float32,
+    "rejected_score": pl.Float32,
+    "n_candidates": pl.UInt32,
+    "ref_chosen_logp": pl.Float64,
+    "ref_rejected_logp": pl.Float64,
+}
+
+
+def lambdas(stages: int, start: float, end: float) -> list[float]:
+    """The prefix-mixing schedule: `stages` values rising linearly from `start` to `end`."""
+    if stages == 1:
+        return [start]
+    return [start + (end - start) * s / (stages - 1) for s in range(stages)]
+
+
+def build_records(
+    windows: Sequence[Window],
+    candidates: pl.DataFrame,
+    pairs: pl.DataFrame,
+    reference_piece: Callable[[Window, Segment], list[int]],
+    *,
+    stages: int = 5,
+    lambda_start: float = 0.2,
+    lambda_end: float = 0.6,
+    prefix_mixing: bool = True,
+    schedule: str = "stages",
+    seed: int = 1024,
+) -> pl.DataFrame:
+    """Training records with scheduled prefix mixing (DESIGN.md, method.md 6.4).
+
+    For every prefix stage s (lambda_s from `lambdas`) and window, the segments are walked in
+    order: each gated segment gives one record (prompt = the window's prompt ids + the prefix
+    so far; chosen and rejected = those candidates' token ids), then the prefix grows by that
+    segment's chosen piece with probability lambda_s, else by a uniformly random member of its
+    candidate set. Context segments before the core add their reference. `prefix_mixing=False`
+    gives one stage of chosen prefixes. `schedule="stages"` orders records by stage, shuffled
+    within each; `"mixture"` shuffles them all together (the release). The ref columns stay
+    empty until the ref stage fills them."""
+    if schedule not in ("stages", "mixture"):
+        raise ConfigError(f"unknown prefix schedule {schedule!r} (use stages or mixture)")
+    pieces: dict[tuple[str, int], list[list[int]]] = {}
+    scores: dict[tuple[str, int], list[float | None]] = {}
+    for (wid, seg), group in candidates.sort("candidate").group_by(
+        "window_id", "segment", maintain_order=True
+    ):
+        pieces[(str(wid), int(seg))] = [list(ids) for ids in group["token_ids"]]
+        scores[(str(wid), int(seg))] = group["score"].to_list()
+    by_segment = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
+    schedule_lams = lambdas(stages, lambda_start, lambda_end) if prefix_mixing else [1.0]
+    records: list[dict[str, Any]] = []
+    for stage, lam in enumerate(schedule_lams):
+        batch = []
+        for w in windows:
+            rng = random.Random(_window_seed(w.window_id, seed, stage))
+            prefix: list[int] = []
+            for seg in w.segments:
+                key = (w.window_id, seg.index)
+                if key not in pieces:
+                    if not seg.in_core and not any(
+                        g.in_core for g in w.segments if g.index > seg.index
+                    ):
+                        break  # trailing context: nothing left to train on
+                    prefix += reference_piece(w, seg)
+                    continue
+                p = by_segment.get(key)
+                if p is not None and p["gated"]:
+                    c, r = p["chosen"], p["rejected"]
+                    batch.append(
+                        {
+                            "window_id": w.window_id,
+                            "segment": seg.index,
+                            "stage": stage,
+                            "lam": lam,
+                            "prompt_ids": w.prompt_ids + prefix,
+                            "chosen_ids": pieces[key][c],
+                            "rejected_ids": pieces[key][r],
+                            "weight": p["weight"],
+                            "beta": p["beta"],
+                            "chosen_score": scores[key][c],
+                            "rejected_score": scores[key][r],
+                            "n_candidates": p["n_candidates"],
+                            "ref_chosen_logp": None,
+                            "ref_rejected_logp": None,
+                        }
+                    )
+                best = p["chosen"] if p is not None and p["chosen"] is not None else 0
+                pick = best if rng.random() < lam else rng.randrange(len(pieces[key]))
+                prefix += pieces[key][pick]
+        if schedule == "stages":
+            random.Random(seed * 31 + stage).shuffle(batch)
+        records += batch
+    if schedule == "mixture":
+        random.Random(seed).shuffle(records)
+    return pl.DataFrame(records, schema=RECORD_SCHEMA)
+
+
+def gate_statistics(
+    pairs: pl.DataFrame, scores: pl.DataFrame, min_candidates: int, min_spread: float
+) -> dict[str, Any]:
+    """Shares of segments gated out by each rule, and the weight and beta distributions."""
+    spread = scores.group_by("window_id", "segment").agg(
+        (pl.col("score").max() - pl.col("score").min()).alias("spread")
+    )
+    p = pairs.join(spread, on=["window_id", "segment"], how="left")
+    n = max(p.height, 1)
+    gated = p.filter(pl.col("gated"))
+
+    def quantiles(col: str) -> list[float]:
+        if gated.height == 0:
+            return []
+        return [round(float(gated[col].quantile(q) or 0.0), 4) for q in (0.1, 0.5, 0.9)]
+
+    return {
+        "segments": p.height,
+        "gated": gated.height,
+        "share_no_pair": round(p["chosen"].null_count() / n, 4),
+        "share_few_candidates": round(float((p["n_candidates"] <= min_candidates).sum()) / n, 4),
+        "share_small_spread": round(float((p["spread"].fill_null(0.0) <= min_spread).sum()) / n, 4),
+        "share_no_gap": round(float((p["gap"].fill_null(0.0) <= 0).sum()) / n, 4),
+        "weight_quantiles": quantiles("weight"),
+        "beta_quantiles": quantiles("beta"),
+    }
+
+
+def _window_seed(window_id: str, seed: int, stage: int) -> int:
+    digest = hashlib.sha256(f"{seed}\0{stage}\0{window_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")

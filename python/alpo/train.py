@@ -2,7 +2,8 @@
 
 `workdir/manifest.json` holds, per stage, its status (`running`, `done`, `failed`), its seconds
 and the fingerprints of its inputs; a finished stage whose inputs are unchanged is skipped. The
-resolved configuration and the base model are recorded too. Stages so far: `sft`, `sample`.
+resolved configuration and the base model are recorded too. Stages so far: `sft`, `sample`,
+`pairs`.
 Training stages run in every process of a launched job; the others run in rank 0 only.
 """
 
@@ -26,11 +27,15 @@ from alpo.prepare import file_digest
 __all__ = ["STAGES", "default_paths", "stage_inputs", "train"]
 
 #: What each stage writes under the workdir.
-OUTPUTS = {"sft": ("sft",), "sample": ("candidates.parquet", "scores.parquet")}
+OUTPUTS = {
+    "sft": ("sft",),
+    "sample": ("candidates.parquet", "scores.parquet"),
+    "pairs": ("records.parquet",),
+}
 #: Stages that train in DeepSpeed (every process of a launched job takes part).
 TRAINING_STAGES = ("sft",)
 #: Stages in the order they run.
-STAGES: tuple[str, ...] = ("sft", "sample")
+STAGES: tuple[str, ...] = ("sft", "sample", "pairs")
 
 
 def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[Path, Path]:
@@ -65,6 +70,13 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
                     "model": asdict(config.model),
                 }
             ),
+        }
+    if stage == "pairs":
+        return {
+            "candidates.parquet": _digest(work / "candidates.parquet"),
+            "scores.parquet": _digest(work / "scores.parquet"),
+            "pool.parquet": _digest(data / "pool.parquet"),
+            "config": _digest_json(asdict(config.alpo)),
         }
     raise ConfigError(f"unknown stage {stage!r}")
 
@@ -160,7 +172,68 @@ def _run_stage(
         return run_sft(config, data, work, pair, on_log=log, fresh=fresh)
     if stage == "sample":
         return _run_sample(config, data, work, pair, on_log, fresh=fresh)
+    if stage == "pairs":
+        return _run_pairs(config, data, work, pair)
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _run_pairs(config: TrainConfig, data: Path, work: Path, pair: str) -> dict[str, Any]:
+    import polars as pl
+
+    from alpo.preference import build_pairs, build_records, gate_statistics
+    from alpo.prepare import read_windows, write_parquet_atomic
+    from alpo.sampling import load_windows, reference_piece
+    from alpo.sft import prepare_options
+
+    a = config.alpo
+    candidates = read_windows(
+        work / "candidates.parquet", ("window_id", "segment", "candidate", "text", "token_ids")
+    )
+    scores = read_windows(work / "scores.parquet", ("window_id", "segment", "candidate", "score"))
+    table = scores.join(
+        candidates.select("window_id", "segment", "candidate", "text"),
+        on=["window_id", "segment", "candidate"],
+    )
+    pairs = build_pairs(
+        table,
+        min_candidates=a.min_candidates,
+        min_spread=a.min_spread,
+        beta0=a.beta0,
+        top_chosen=a.top_chosen,
+        rejected_rank=a.rejected_rank,
+        seed=a.seed,
+        gate=a.gate,
+        importance=a.importance,
+        dynamic_beta=a.dynamic_beta,
+        beta=a.beta,
+    )
+    policy = config.sample.model or str(work / "sft")
+    tokenizer = models.load_tokenizer(policy, config.model.trust_remote_code)
+    windows = load_windows(data / "pool.parquet", pair, tokenizer, prepare_options(data))
+    records = build_records(
+        windows,
+        candidates.join(
+            scores.select("window_id", "segment", "candidate", "score"),
+            on=["window_id", "segment", "candidate"],
+        ),
+        pairs,
+        lambda w, seg: reference_piece(tokenizer, w, seg),
+        stages=a.prefix_stages,
+        lambda_start=a.lambda_start,
+        lambda_end=a.lambda_end,
+        prefix_mixing=a.prefix_mixing,
+        schedule=a.schedule,
+        seed=a.seed,
+    )
+    write_parquet_atomic(records.lazy(), work / "records.parquet")
+    stats = gate_statistics(pairs, scores, a.min_candidates, a.min_spread)
+    return {
+        **stats,
+        "records": records.height,
+        "out": str(work / "records.parquet"),
+        "windows_with_records": records["window_id"].n_unique() if records.height else 0,
+        "stages": int(pl.Series(records["stage"]).n_unique()) if records.height else 0,
+    }
 
 
 def _run_sample(

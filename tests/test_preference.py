@@ -161,7 +161,7 @@ def test_reward_stats():
 
 
 def test_pairs_stage_builds_prefix_mixed_records(cli, examples_data, sft_model, tmp_path):
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alpo.preference import RECORD_SCHEMA
     from alpo.prompts import parse_answer
@@ -226,3 +226,52 @@ def test_pairs_stage_builds_prefix_mixed_records(cli, examples_data, sft_model, 
     assert lengths == sorted(lengths)
     again = cli("train", "--stage", "pairs", *common).stdout.strip().splitlines()[-1]
     assert json.loads(again)["pairs"]["skipped"] is True
+
+    # The ref stage fills the reference log-probs, as plain transformers computes them.
+    ref = json.loads(cli("train", "--stage", "ref", *common).stdout.strip().splitlines()[-1])
+    assert ref["ref"]["records"] == records.height
+    filled = pl.read_parquet(work / "records.parquet")
+    assert filled.drop("ref_chosen_logp", "ref_rejected_logp").equals(
+        records.drop("ref_chosen_logp", "ref_rejected_logp")
+    )
+    assert filled["ref_chosen_logp"].null_count() == 0
+    assert (filled["ref_chosen_logp"] < 0).all()
+    model = AutoModelForCausalLM.from_pretrained(sft_model)
+    for row in filled.head(3).iter_rows(named=True):
+        for key in ("chosen", "rejected"):
+            ids = torch.tensor([row["prompt_ids"] + row[f"{key}_ids"]])
+            with torch.no_grad():
+                logits = model(ids).logits[0].double().log_softmax(-1)
+            n = len(row["prompt_ids"])
+            expected = sum(float(logits[n - 1 + j, t]) for j, t in enumerate(row[f"{key}_ids"]))
+            assert row[f"ref_{key}_logp"] == pytest.approx(expected, abs=1e-4)
+    again = json.loads(cli("train", "--stage", "ref", *common).stdout.strip().splitlines()[-1])
+    assert again["ref"]["skipped"] is True
+    assert (
+        json.loads(cli("train", "--stage", "pairs", *common).stdout.strip().splitlines()[-1])[
+            "pairs"
+        ]["skipped"]
+        is True
+    )  # filling the ref columns does not make pairs stale
+
+
+def test_continuation_logps_batched_equals_one_at_a_time(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from alpo.logprobs import continuation_logps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    gen = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, 900, (n,), generator=gen).tolist() for n in (40, 7, 25)]
+    conts = [torch.randint(3, 900, (n,), generator=gen).tolist() for n in (5, 12, 1)]
+    with torch.no_grad():
+        batched = continuation_logps(model, prompts, conts)
+        alone = [
+            float(continuation_logps(model, [p], [c])[0])
+            for p, c in zip(prompts, conts, strict=True)
+        ]
+    assert batched.dtype == torch.float64
+    assert batched.tolist() == pytest.approx(alone, abs=1e-5)
+    assert all(v < 0 for v in alone)
+    with pytest.raises(ValueError):
+        continuation_logps(model, prompts, conts[:2])

@@ -319,7 +319,8 @@ def train(
 
     Stages: sft (supervised fine-tuning in DeepSpeed), sample (candidate translations per
     segment, scored by an LLM judge), pairs (chosen/rejected, gate, weights, dynamic beta and
-    prefix-mixed training records). Each stage resumes from its last
+    prefix-mixed training records), ref (reference log-probs of every record, computed once).
+    Each stage resumes from its last
     checkpoint and is skipped when its inputs are unchanged (workdir/manifest.json). On CPU or one
     GPU the stages run in this process; with several GPUs or a hostfile, alpo starts itself again
     under torchrun or deepspeed, one process per GPU.
@@ -397,6 +398,12 @@ def train(
             continue  # the launched processes printed their own summary
         if r.get("skipped"):
             out_console.print(f"{name}: up to date (use --force to rerun)")
+            continue
+        if name == "ref":
+            out_console.print(
+                f"ref: reference log-probs of {r['records']:,} records, {r['seconds']:.1f} s "
+                f"-> {r['out']}"
+            )
             continue
         if name == "pairs":
             out_console.print(

@@ -281,6 +281,8 @@ class AlpoConfig:
     schedule: str = "stages"
     #: loss normalization: `step` (sum of weights over the optimizer step), `micro`, `none`
     normalizer: str = "step"
+    #: records per forward pass in the ref stage
+    ref_batch: int = 8
     seed: int = 1024
 
     def check(self) -> None:
@@ -288,6 +290,7 @@ class AlpoConfig:
         _positive("alpo.top_chosen", self.top_chosen)
         _positive("alpo.rejected_rank", self.rejected_rank)
         _positive("alpo.prefix_stages", self.prefix_stages)
+        _positive("alpo.ref_batch", self.ref_batch)
         _choice("alpo.schedule", self.schedule, ("stages", "mixture"))
         _choice("alpo.normalizer", self.normalizer, ("step", "micro", "none"))
         if self.beta0 <= 0 or self.beta <= 0:

@@ -3,7 +3,7 @@
 `workdir/manifest.json` holds, per stage, its status (`running`, `done`, `failed`), its seconds
 and the fingerprints of its inputs; a finished stage whose inputs are unchanged is skipped. The
 resolved configuration and the base model are recorded too. Stages so far: `sft`, `sample`,
-`pairs`.
+`pairs`, `ref`.
 Training stages run in every process of a launched job; the others run in rank 0 only.
 """
 
@@ -31,11 +31,12 @@ OUTPUTS = {
     "sft": ("sft",),
     "sample": ("candidates.parquet", "scores.parquet"),
     "pairs": ("records.parquet",),
+    "ref": ("records.parquet",),
 }
 #: Stages that train in DeepSpeed (every process of a launched job takes part).
 TRAINING_STAGES = ("sft",)
 #: Stages in the order they run.
-STAGES: tuple[str, ...] = ("sft", "sample", "pairs")
+STAGES: tuple[str, ...] = ("sft", "sample", "pairs", "ref")
 
 
 def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[Path, Path]:
@@ -77,6 +78,13 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
             "scores.parquet": _digest(work / "scores.parquet"),
             "pool.parquet": _digest(data / "pool.parquet"),
             "config": _digest_json(asdict(config.alpo)),
+        }
+    if stage == "ref":
+        # Not records.parquet itself: this stage rewrites it with the ref columns filled.
+        return {
+            "pairs": stage_inputs("pairs", config, data, work),
+            "policy": config.sample.model or _folder_stamp(work / "sft"),
+            "model": _digest_json(asdict(config.model)),
         }
     raise ConfigError(f"unknown stage {stage!r}")
 
@@ -174,7 +182,74 @@ def _run_stage(
         return _run_sample(config, data, work, pair, on_log, fresh=fresh)
     if stage == "pairs":
         return _run_pairs(config, data, work, pair)
+    if stage == "ref":
+        return _run_ref(config, work, fresh)
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
+    """Reference log-probs of every record's chosen and rejected continuation, with the model
+    training starts from (the SFT output) in the training dtype; done in shards of records, so a
+    killed run resumes, then written into records.parquet."""
+    import shutil
+
+    import polars as pl
+    import torch
+
+    from alpo.logprobs import continuation_logps
+    from alpo.prepare import read_windows, write_parquet_atomic
+
+    started = time.perf_counter()
+    path = work / "records.parquet"
+    records = read_windows(path, ("prompt_ids", "chosen_ids", "rejected_ids"))
+    policy = config.sample.model or str(work / "sft")
+    stamp = _digest_json([_digest(path), policy, _folder_stamp(Path(policy)), asdict(config.model)])
+    shards = work / "ref"
+    if fresh or (shards / "stamp").is_file() and (shards / "stamp").read_text() != stamp:
+        shutil.rmtree(shards, ignore_errors=True)
+    shards.mkdir(parents=True, exist_ok=True)
+    (shards / "stamp").write_text(stamp)
+    model = models.load_model(
+        policy, dtype=config.model.dtype, trust_remote_code=config.model.trust_remote_code
+    )
+    model.eval()
+    tokenizer = models.load_tokenizer(policy, config.model.trust_remote_code)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    chunk, batch = 256, config.alpo.ref_batch
+    for start in range(0, records.height, chunk):
+        shard = shards / f"rows-{start:09d}.parquet"
+        if shard.is_file():
+            continue
+        part = records.slice(start, chunk)
+        chosen: list[float] = []
+        rejected: list[float] = []
+        with torch.no_grad():
+            for i in range(0, part.height, batch):
+                rows = part.slice(i, batch)
+                prompts = rows["prompt_ids"].to_list()
+                chosen += continuation_logps(
+                    model, prompts, rows["chosen_ids"].to_list(), pad_id=pad
+                ).tolist()
+                rejected += continuation_logps(
+                    model, prompts, rows["rejected_ids"].to_list(), pad_id=pad
+                ).tolist()
+        frame = pl.DataFrame(
+            {"ref_chosen_logp": chosen, "ref_rejected_logp": rejected},
+            schema={"ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64},
+        )
+        write_parquet_atomic(frame.lazy(), shard)
+    parts = [
+        pl.read_parquet(shards / f"rows-{s:09d}.parquet") for s in range(0, records.height, chunk)
+    ]
+    if parts:
+        refs = pl.concat(parts)
+        records = records.with_columns(refs["ref_chosen_logp"], refs["ref_rejected_logp"])
+    write_parquet_atomic(records.lazy(), path)
+    return {
+        "records": records.height,
+        "out": str(path),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _run_pairs(config: TrainConfig, data: Path, work: Path, pair: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 # Set up, then run the main job on the bundled examples with the embedded default model: align
 # the sample episodes in examples/ into runs/examples/aligned.parquet, cut prompt windows for
 # en-zh into runs/examples/data, show what came out, fine-tune SmolLM2-135M-Instruct on the
-# windows (runs/examples/sft/, checkpoints and logs beside it), then sample and judge candidate
-# translations per segment (runs/examples/candidates.parquet, scores.parquet).
+# windows (runs/examples/sft/, checkpoints and logs beside it), sample and judge candidate
+# translations per segment (runs/examples/candidates.parquet, scores.parquet), and build the
+# preference records with their reference log-probs (runs/examples/records.parquet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,8 +22,9 @@ sft = pl.read_parquet("runs/examples/data/sft.parquet")
 print(sft["prompt"][0])
 print(sft["answer"][0])
 PY
-# The training chain with the embedded model: SFT on the example windows, then segment-wise
-# sampling of candidates judged by the same model (about five minutes on two CPU cores).
+# The training chain with the embedded model: SFT on the example windows, segment-wise sampling
+# of candidates judged by the same model, preference records and their reference log-probs
+# (about four minutes on two CPU cores).
 alpo train --pair en-zh --preset tiny --data runs/examples/data --workdir runs/examples
 python - <<'PY'
 import polars as pl

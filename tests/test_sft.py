@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -116,6 +117,15 @@ def test_finished_stage_is_skipped_and_force_restarts(three_steps, cli, tmp_path
     work, _, args = three_steps
     again = json.loads(cli(*args).stdout.strip().splitlines()[-1])["sft"]
     assert again["skipped"] is True
+    # prepare rerun with the same options: only its manifest's timing changes -> still skipped
+    data = Path(args[args.index("--data") + 1])
+    redone = tmp_path / "data"
+    shutil.copytree(data, redone)
+    manifest = json.loads((redone / "manifest.json").read_text())
+    manifest["seconds"] += 1.0
+    (redone / "manifest.json").write_text(json.dumps(manifest))
+    moved = [str(redone) if a == str(data) else a for a in args]
+    assert json.loads(cli(*moved).stdout.strip().splitlines()[-1])["sft"]["skipped"] is True
     copy = tmp_path / "copy"
     shutil.copytree(work, copy)
     forced = summary(cli(*[str(copy) if a == str(work) else a for a in args], "--force"))

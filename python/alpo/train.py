@@ -50,7 +50,7 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
     if stage == "sft":
         return {
             "sft.parquet": _digest(data / "sft.parquet"),
-            "data_manifest": _digest(data / "manifest.json"),
+            "prepare_options": _digest_json(_prepare_options(data)),
             "config": _digest_json(
                 {
                     "model": asdict(config.model),
@@ -62,7 +62,7 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
     if stage == "sample":
         return {
             "pool.parquet": _digest(data / "pool.parquet"),
-            "data_manifest": _digest(data / "manifest.json"),
+            "prepare_options": _digest_json(_prepare_options(data)),
             "policy": config.sample.model or _folder_stamp(work / "sft"),
             "config": _digest_json(
                 {
@@ -87,6 +87,13 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
             "model": _digest_json(asdict(config.model)),
         }
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _prepare_options(data: Path) -> dict[str, Any]:
+    """What of prepare's manifest shapes the prompts (its options; not its timings)."""
+    from alpo.sft import prepare_options
+
+    return prepare_options(data)
 
 
 def _folder_stamp(folder: Path) -> str | None:

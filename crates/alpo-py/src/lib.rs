@@ -294,6 +294,24 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> PyResult<&'a T>
         })
 }
 
+/// A u32 column over all batches.
+fn u32s(batches: &[RecordBatch], name: &str) -> PyResult<Vec<u32>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        out.extend(column::<UInt32Array>(batch, name)?.values().iter().copied());
+    }
+    Ok(out)
+}
+
+/// A boolean column over all batches.
+fn bools(batches: &[RecordBatch], name: &str) -> PyResult<Vec<bool>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        out.extend(column::<BooleanArray>(batch, name)?.values().iter());
+    }
+    Ok(out)
+}
+
 /// The texts of a column over all batches: shared as-is when they come as one string-view
 /// array (what polars sends), copied out of any other layout.
 fn texts<'a>(batches: &'a [RecordBatch], name: &str) -> PyResult<windows::Texts<'a>> {
@@ -339,17 +357,9 @@ fn prepare_windows(
     min_lines: usize,
 ) -> PyResult<(ArrowTable, String)> {
     let batches = import_batches(frame)?;
-    let (mut group, mut starts, mut open_end) = (Vec::new(), Vec::new(), Vec::new());
-    for batch in &batches {
-        group.extend(
-            column::<UInt32Array>(batch, "group")?
-                .values()
-                .iter()
-                .copied(),
-        );
-        starts.extend(column::<BooleanArray>(batch, "starts")?.values().iter());
-        open_end.extend(column::<BooleanArray>(batch, "open_end")?.values().iter());
-    }
+    let group = u32s(&batches, "group")?;
+    let starts = bools(&batches, "starts")?;
+    let open_end = bools(&batches, "open_end")?;
     let opts = windows::WindowOptions {
         core_lines,
         context_lines,
@@ -373,15 +383,7 @@ fn prepare_windows(
 #[pyfunction]
 fn distinct_candidates(py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
     let batches = import_batches(frame)?;
-    let mut group = Vec::new();
-    for batch in &batches {
-        group.extend(
-            column::<UInt32Array>(batch, "group")?
-                .values()
-                .iter()
-                .copied(),
-        );
-    }
+    let group = u32s(&batches, "group")?;
     let text = texts(&batches, "text")?;
     Ok(py.detach(|| candidates::first_distinct(&group, |i| text.get(i))))
 }
@@ -410,14 +412,9 @@ fn build_pairs(
     beta: f64,
 ) -> PyResult<ArrowTable> {
     let batches = import_batches(frame)?;
-    let (mut segment, mut cands) = (Vec::new(), Vec::new());
+    let segment = u32s(&batches, "segment")?;
+    let mut cands = Vec::new();
     for batch in &batches {
-        segment.extend(
-            column::<UInt32Array>(batch, "segment")?
-                .values()
-                .iter()
-                .copied(),
-        );
         let score = column::<Float32Array>(batch, "score")?;
         let chars = column::<UInt32Array>(batch, "chars")?;
         cands.extend((0..score.len()).map(|i| Candidate {

@@ -7,8 +7,9 @@ import pytest
 
 from alpo import launch
 from alpo.config import CONFIG_DIR, LaunchConfig, TrainConfig, load_config
+from alpo.engine import ds_config, lr_factor
 from alpo.exceptions import ConfigError
-from alpo.sft import ds_config, lr_factor, step_batches
+from alpo.sft import step_batches
 
 
 def test_paper_preset_is_the_papers_recipe():

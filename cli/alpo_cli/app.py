@@ -319,8 +319,9 @@ def train(
 
     Stages: sft (supervised fine-tuning in DeepSpeed), sample (candidate translations per
     segment, scored by an LLM judge), pairs (chosen/rejected, gate, weights, dynamic beta and
-    prefix-mixed training records), ref (reference log-probs of every record, computed once).
-    Each stage resumes from its last
+    prefix-mixed training records), ref (reference log-probs of every record, computed once),
+    alpo (preference training in DeepSpeed; alpo.method = segment_dpo or outcome_dpo trains the
+    paper's DPO baselines instead). Each stage resumes from its last
     checkpoint and is skipped when its inputs are unchanged (workdir/manifest.json). On CPU or one
     GPU the stages run in this process; with several GPUs or a hostfile, alpo starts itself again
     under torchrun or deepspeed, one process per GPU.
@@ -358,6 +359,11 @@ def train(
                     f"round {m['step']}/{m['total_steps']}, "
                     f"{m['candidates_per_s']:,.1f} candidates/s, "
                     f"{m['judge_failures']} judge failures"
+                )
+            elif name == "alpo":
+                info = (
+                    f"loss {m['loss']:.4f}, accuracy {m['accuracy']:.0%}, "
+                    f"margin {m['margin']:.3f}, {m['records_per_s']:,.1f} records/s"
                 )
             else:
                 info = f"loss {m['loss']:.4f}, {m['tokens_per_s']:,.0f} tok/s"
@@ -403,6 +409,13 @@ def train(
             out_console.print(
                 f"ref: reference log-probs of {r['records']:,} records, {r['seconds']:.1f} s "
                 f"-> {r['out']}"
+            )
+            continue
+        if name == "alpo":
+            out_console.print(
+                f"alpo ({r['method']}): {r['steps']} steps on {r['records']:,} records, loss "
+                f"{r['loss']:.4f}, accuracy {r['accuracy']:.0%}, margin {r['margin']:.3f}, "
+                f"{r['records_per_s']:,.1f} records/s, {r['seconds']:.1f} s -> {r['out']}"
             )
             continue
         if name == "pairs":

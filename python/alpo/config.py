@@ -13,7 +13,7 @@ TOML layout, one table per section::
     [sample]      mode = "segment", k = 15, temperature = 1.0, ...
     [judge]       model = "Qwen/Qwen3-14B", votes = 4, ...
     [vllm]        tensor_parallel_size = 1, gpu_memory_utilization = 0.9, ...
-    [alpo]        min_candidates = 3, min_spread = 5.0, beta0 = 1.0, prefix_stages = 5, ...
+    [alpo]        method = "alpo", min_spread = 5.0, beta0 = 1.0, lr = 1e-6, packing = "chain", ...
     [deepspeed]   zero_stage = 2, ...
     [launch]      num_gpus = 0, hostfile = "", ...
     [logging]     tensorboard = true, wandb_project = "", ...
@@ -44,6 +44,7 @@ __all__ = [
     "LaunchConfig",
     "LoggingConfig",
     "ModelConfig",
+    "OptimConfig",
     "SampleConfig",
     "SFTConfig",
     "TrainConfig",
@@ -56,6 +57,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRESETS = ("tiny", "paper")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm", "openai")
+METHODS = ("alpo", "segment_dpo", "outcome_dpo")
 
 
 @dataclass
@@ -84,12 +86,11 @@ class ModelConfig:
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning on `sft.parquet` (loss on answer tokens only)."""
+class OptimConfig:
+    """What the SFT and ALPO training stages share: the optimizer, its schedule, batching,
+    checkpoints and LoRA. Each stage's section (`[sft]`, `[alpo]`) holds its own copy."""
 
-    #: largest prompt+answer length in tokens; longer windows are left out (and counted)
-    cutoff: int = 8192
-    #: passes over the training windows (may be fractional)
+    #: passes over the training examples (may be fractional)
     epochs: float = 1.0
     #: stop after this many optimizer steps (0: as many as `epochs` gives)
     max_steps: int = 0
@@ -104,22 +105,18 @@ class SFTConfig:
     #: AdamW betas
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    #: windows per micro-batch on each process
+    #: examples per micro-batch on each process (SFT: windows; ALPO: segment records)
     micro_batch: int = 1
-    #: windows per optimizer step, all processes and accumulation steps together; must be a
+    #: examples per optimizer step, all processes and accumulation steps together; must be a
     #: multiple of micro_batch * processes (the rest is gradient accumulation)
     global_batch: int = 8
     #: clip the gradient norm to this (0: no clipping)
     max_grad_norm: float = 1.0
-    #: share of the windows held out to measure eval loss
-    eval_share: float = 0.03
-    #: measure eval loss every this many steps (0: only at the end)
-    eval_every: int = 200
     #: save a checkpoint every this many steps (0: only at the end)
     save_every: int = 0
     #: checkpoints to keep (the newest ones)
     keep_checkpoints: int = 2
-    #: seed of the shuffle, the held-out slice, the paraphrases and the model's randomness
+    #: seed of the data order and of the model's randomness
     seed: int = 1024
     #: recompute activations in backward to save memory (needed for long windows on big models)
     gradient_checkpointing: bool = False
@@ -140,30 +137,46 @@ class SFTConfig:
         ]
     )
 
-    def check(self) -> None:
-        _positive("sft.cutoff", self.cutoff)
-        _positive("sft.micro_batch", self.micro_batch)
-        _positive("sft.global_batch", self.global_batch)
-        _positive("sft.keep_checkpoints", self.keep_checkpoints)
-        for name in ("max_steps", "eval_every", "save_every", "lora_rank"):
-            _at_least(f"sft.{name}", getattr(self, name), 0)
+    def check_optim(self, section: str) -> None:
+        _positive(f"{section}.micro_batch", self.micro_batch)
+        _positive(f"{section}.global_batch", self.global_batch)
+        _positive(f"{section}.keep_checkpoints", self.keep_checkpoints)
+        for name in ("max_steps", "save_every", "lora_rank"):
+            _at_least(f"{section}.{name}", getattr(self, name), 0)
         if self.global_batch % self.micro_batch:
             raise ConfigError(
-                f"sft.global_batch ({self.global_batch}) must be a multiple of sft.micro_batch "
-                f"({self.micro_batch})"
+                f"{section}.global_batch ({self.global_batch}) must be a multiple of "
+                f"{section}.micro_batch ({self.micro_batch})"
             )
         if self.epochs <= 0 and self.max_steps == 0:
-            raise ConfigError("sft.epochs must be > 0 (or set sft.max_steps)")
+            raise ConfigError(f"{section}.epochs must be > 0 (or set {section}.max_steps)")
         if self.lr <= 0:
-            raise ConfigError(f"sft.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"{section}.lr must be > 0, got {self.lr}")
         for name in ("min_lr_ratio", "warmup_ratio", "adam_beta1", "adam_beta2", "lora_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0 + (name == "min_lr_ratio"):
-                raise ConfigError(f"sft.{name} must be in [0, 1), got {value}")
+                raise ConfigError(f"{section}.{name} must be in [0, 1), got {value}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError(f"{section}.weight_decay and {section}.max_grad_norm must be >= 0")
+
+
+@dataclass
+class SFTConfig(OptimConfig):
+    """Supervised fine-tuning on `sft.parquet` (loss on answer tokens only)."""
+
+    #: largest prompt+answer length in tokens; longer windows are left out (and counted)
+    cutoff: int = 8192
+    #: share of the windows held out to measure eval loss
+    eval_share: float = 0.03
+    #: measure eval loss every this many steps (0: only at the end)
+    eval_every: int = 200
+
+    def check(self) -> None:
+        self.check_optim("sft")
+        _positive("sft.cutoff", self.cutoff)
+        _at_least("sft.eval_every", self.eval_every, 0)
         if not 0.0 <= self.eval_share < 1.0:
             raise ConfigError(f"sft.eval_share must be in [0, 1), got {self.eval_share}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("sft.weight_decay and sft.max_grad_norm must be >= 0")
 
 
 @dataclass
@@ -253,9 +266,16 @@ class JudgeConfig:
 
 
 @dataclass
-class AlpoConfig:
-    """The ALPO objective's settings (method.md 5-6): pairs, gate, weights, beta, prefixes."""
+class AlpoConfig(OptimConfig):
+    """The ALPO stages (method.md 5-7): pairs, gate, weights, beta, prefixes, and the
+    preference training itself. Optimizer defaults are the paper's: lr 1e-6, one epoch, 96
+    segment records per step."""
 
+    #: `alpo`, or a baseline of the paper's comparison on the same samples and scores:
+    #: `segment_dpo` (one pair per segment: no gate, no weights, constant beta, chosen
+    #: prefixes) or `outcome_dpo` (one pair per window: the concatenated segment winners
+    #: against the concatenated losers, constant beta)
+    method: str = "alpo"
     #: a segment takes part only with more than this many candidates
     min_candidates: int = 3
     #: ... and a score spread (max - min) above this
@@ -266,7 +286,7 @@ class AlpoConfig:
     rejected_rank: int = 3
     #: dynamic beta_i = beta0 * gap_i / the window's largest gap
     beta0: float = 1.0
-    #: the constant beta when dynamic_beta is off
+    #: the constant beta when dynamic_beta is off (and of both DPO baselines)
     beta: float = 0.5
     #: the paper's ablation switches
     gate: bool = True
@@ -277,22 +297,35 @@ class AlpoConfig:
     prefix_stages: int = 5
     lambda_start: float = 0.2
     lambda_end: float = 0.6
-    #: `stages` (records ordered by stage, shuffled within one) or `mixture` (the release)
+    #: `stages` (records ordered by stage, windows shuffled within one) or `mixture` (the
+    #: release's shuffled mixture)
     schedule: str = "stages"
     #: loss normalization: `step` (sum of weights over the optimizer step), `micro`, `none`
     normalizer: str = "step"
+    #: how records reach the model: `chain` (a window's records of one prefix stage in one
+    #: sequence: the trunk with a chosen and a rejected branch per segment), `pair` (each
+    #: record's prompt once, chosen and rejected as two branches), `plain` (padded rows)
+    packing: str = "chain"
+    #: records longer than this (prompt plus the longer answer, in tokens) are left out
+    cutoff: int = 8192
     #: records per forward pass in the ref stage
-    ref_batch: int = 8
-    seed: int = 1024
+    ref_batch: int = 24
+    lr: float = 1e-6
+    micro_batch: int = 12
+    global_batch: int = 96
 
     def check(self) -> None:
+        self.check_optim("alpo")
+        _choice("alpo.method", self.method, METHODS)
         _at_least("alpo.min_candidates", self.min_candidates, 1)
         _positive("alpo.top_chosen", self.top_chosen)
         _positive("alpo.rejected_rank", self.rejected_rank)
         _positive("alpo.prefix_stages", self.prefix_stages)
         _positive("alpo.ref_batch", self.ref_batch)
+        _positive("alpo.cutoff", self.cutoff)
         _choice("alpo.schedule", self.schedule, ("stages", "mixture"))
         _choice("alpo.normalizer", self.normalizer, ("step", "micro", "none"))
+        _choice("alpo.packing", self.packing, ("chain", "pair", "plain"))
         if self.beta0 <= 0 or self.beta <= 0:
             raise ConfigError("alpo.beta0 and alpo.beta must be > 0")
         for name in ("lambda_start", "lambda_end"):

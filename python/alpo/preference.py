@@ -25,6 +25,7 @@ __all__ = [
     "PAIR_SCHEMA",
     "RECORD_SCHEMA",
     "build_pairs",
+    "build_outcome_records",
     "build_records",
     "gate_statistics",
     "lambdas",
@@ -145,8 +146,10 @@ def build_records(
     segment's chosen piece with probability lambda_s, else by a uniformly random member of its
     candidate set. Context segments before the core add their reference. `prefix_mixing=False`
     gives one stage of chosen prefixes. `schedule="stages"` orders records by stage, shuffled
-    within each; `"mixture"` shuffles them all together (the release). The ref columns stay
-    empty until the ref stage fills them."""
+    within each; `"mixture"` shuffles them all together (the release). Shuffling moves a
+    window's records of one stage as a block, in segment order: they form a chain (each prompt
+    extends the previous one) that training packs into one sequence. The ref columns stay empty
+    until the ref stage fills them."""
     if schedule not in ("stages", "mixture"):
         raise ConfigError(f"unknown prefix schedule {schedule!r} (use stages or mixture)")
     pieces: dict[tuple[str, int], list[list[int]]] = {}
@@ -158,12 +161,13 @@ def build_records(
         scores[(str(wid), int(seg))] = group["score"].to_list()
     by_segment = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
     schedule_lams = lambdas(stages, lambda_start, lambda_end) if prefix_mixing else [1.0]
-    records: list[dict[str, Any]] = []
+    blocks: list[list[dict[str, Any]]] = []
     for stage, lam in enumerate(schedule_lams):
-        batch = []
+        stage_blocks = []
         for w in windows:
             rng = random.Random(_window_seed(w.window_id, seed, stage))
             prefix: list[int] = []
+            batch: list[dict[str, Any]] = []
             for seg in w.segments:
                 key = (w.window_id, seg.index)
                 if key not in pieces:
@@ -197,11 +201,92 @@ def build_records(
                 best = p["chosen"] if p is not None and p["chosen"] is not None else 0
                 pick = best if rng.random() < lam else rng.randrange(len(pieces[key]))
                 prefix += pieces[key][pick]
+            if batch:
+                stage_blocks.append(batch)
         if schedule == "stages":
-            random.Random(seed * 31 + stage).shuffle(batch)
-        records += batch
+            random.Random(seed * 31 + stage).shuffle(stage_blocks)
+        blocks += stage_blocks
     if schedule == "mixture":
-        random.Random(seed).shuffle(records)
+        random.Random(seed).shuffle(blocks)
+    return pl.DataFrame([r for block in blocks for r in block], schema=RECORD_SCHEMA)
+
+
+def build_outcome_records(
+    windows: Sequence[Window],
+    candidates: pl.DataFrame,
+    pairs: pl.DataFrame,
+    reference_piece: Callable[[Window, Segment], list[int]],
+    *,
+    beta: float = 0.5,
+    seed: int = 1024,
+) -> pl.DataFrame:
+    """The outcome-level DPO baseline (method.md 8.4): one record per window, on the same
+    samples and scores. Chosen = the concatenation of every segment's chosen piece, rejected =
+    of every rejected piece; a segment without a pair puts the same random candidate on both
+    sides; context before the first sampled segment joins the prompt, context in between both
+    answers. Weight 1, constant `beta`, windows in a seeded order."""
+    pieces: dict[tuple[str, int], list[list[int]]] = {}
+    scores: dict[tuple[str, int], list[float | None]] = {}
+    for (wid, seg), group in candidates.sort("candidate").group_by(
+        "window_id", "segment", maintain_order=True
+    ):
+        pieces[(str(wid), int(seg))] = [list(ids) for ids in group["token_ids"]]
+        scores[(str(wid), int(seg))] = group["score"].to_list()
+    by_segment = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
+    records = []
+    for w in windows:
+        rng = random.Random(_window_seed(w.window_id, seed, 0))
+        prompt = list(w.prompt_ids)
+        chosen: list[int] = []
+        rejected: list[int] = []
+        picked: list[tuple[float, float]] = []
+        first: int | None = None
+        most = 0
+        for seg in w.segments:
+            key = (w.window_id, seg.index)
+            if key not in pieces:
+                if not seg.in_core and not any(
+                    g.in_core for g in w.segments if g.index > seg.index
+                ):
+                    break  # trailing context
+                piece = reference_piece(w, seg)
+                if first is None:
+                    prompt += piece
+                else:
+                    chosen += piece
+                    rejected += piece
+                continue
+            first = seg.index if first is None else first
+            p = by_segment.get(key)
+            most = max(most, len(pieces[key]))
+            if p is not None and p["chosen"] is not None and p["chosen"] != p["rejected"]:
+                c, r = p["chosen"], p["rejected"]
+                picked.append((scores[key][c] or 0.0, scores[key][r] or 0.0))
+            else:
+                c = r = rng.randrange(len(pieces[key]))
+            chosen += pieces[key][c]
+            rejected += pieces[key][r]
+        if first is None or not picked:
+            continue  # nothing to prefer in this window
+        records.append(
+            {
+                "window_id": w.window_id,
+                "segment": first,
+                "stage": 0,
+                "lam": 1.0,
+                "prompt_ids": prompt,
+                "chosen_ids": chosen,
+                "rejected_ids": rejected,
+                "weight": 1.0,
+                "beta": beta,
+                "chosen_score": sum(c for c, _ in picked) / len(picked),
+                "rejected_score": sum(r for _, r in picked) / len(picked),
+                "n_candidates": most,
+                "ref_chosen_logp": None,
+                "ref_rejected_logp": None,
+            }
+        )
+    random.Random(seed).shuffle(records)
     return pl.DataFrame(records, schema=RECORD_SCHEMA)
 
 

@@ -20,14 +20,11 @@ Hugging Face model folder plus `deepspeed/` and `trainer_state.json`), and `logs
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from alpo import chat, models
-from alpo.config import CONFIG_DIR, TrainConfig
-from alpo.exceptions import ConfigError, InputError
+from alpo import engine as eng
+from alpo.config import TrainConfig
+from alpo.exceptions import InputError
 from alpo.prepare import read_windows
 from alpo.prompts import window_texts
 
-__all__ = ["SFTData", "ds_config", "load_sft_data", "lr_factor", "run_sft", "step_batches"]
+__all__ = ["SFTData", "load_sft_data", "run_sft", "step_batches"]
 
 IGNORE = -100
 
@@ -177,162 +175,7 @@ def answer_tokens(examples: list[chat.Encoded]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Engine
-
-
-def lr_factor(step: int, total: int, warmup_ratio: float, min_ratio: float) -> float:
-    """Multiplier of the peak lr before optimizer step `step` (from 0): linear warm-up over
-    ceil(warmup_ratio * total) steps, then a cosine decay down to `min_ratio`."""
-    warmup = math.ceil(warmup_ratio * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def ds_config(
-    config: TrainConfig, world: int, bf16: bool, hidden_size: int, fp16: bool = False
-) -> dict[str, Any]:
-    """The DeepSpeed config: the shipped `zero{N}.json` (or the user's file) with its "auto"
-    values filled from the alpo config."""
-    ds = config.deepspeed
-    path = (
-        Path(ds.config_file)
-        if ds.config_file
-        else (CONFIG_DIR / "deepspeed" / f"zero{ds.zero_stage}.json")
-    )
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable DeepSpeed JSON ({e})") from None
-    sft = config.sft
-    per_pass = sft.micro_batch * world
-    if sft.global_batch % per_pass:
-        raise ConfigError(
-            f"sft.global_batch ({sft.global_batch}) must be a multiple of sft.micro_batch x "
-            f"processes ({sft.micro_batch} x {world})"
-        )
-    auto = {
-        "train_micro_batch_size_per_gpu": sft.micro_batch,
-        "gradient_accumulation_steps": sft.global_batch // per_pass,
-        "gradient_clipping": sft.max_grad_norm,
-        "reduce_bucket_size": hidden_size * hidden_size,
-        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
-        "stage3_param_persistence_threshold": 10 * hidden_size,
-    }
-    filled = _fill_auto(raw, auto)
-    filled["train_batch_size"] = sft.global_batch
-    filled.setdefault("bf16", {})["enabled"] = bf16
-    if fp16:  # fp16 weights need DeepSpeed's loss scaling
-        filled.setdefault("fp16", {})["enabled"] = True
-    elif filled.get("fp16", {}).get("enabled") == "auto":
-        filled["fp16"]["enabled"] = False
-    zero = filled.setdefault("zero_optimization", {})
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        filled["optimizer"] = {
-            "type": "AdamW",
-            "params": {
-                "lr": sft.lr,
-                "betas": [sft.adam_beta1, sft.adam_beta2],
-                "weight_decay": sft.weight_decay,
-            },
-        }
-    if ds.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return filled
-
-
-def _fill_auto(node: Any, values: dict[str, Any]) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (values[k] if v == "auto" and k in values else _fill_auto(v, values))
-            for k, v in node.items()
-        }
-    return node
-
-
-def build_engine(config: TrainConfig, total_steps: int, world: int) -> Any:
-    """The policy in a DeepSpeed engine with AdamW and the warm-up + cosine schedule."""
-    import deepspeed
-    import torch
-    from transformers.integrations import HfDeepSpeedConfig
-
-    sft = config.sft
-    device = models.default_device()
-    if device == "cuda":  # one GPU per process, picked by the launcher's LOCAL_RANK
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        device = f"cuda:{torch.cuda.current_device()}"
-    dtype = models.resolve_dtype(config.model.dtype, device)
-    hidden = models.model_config(config.model.policy, config.model.trust_remote_code).hidden_size
-    ds = ds_config(config, world, dtype == torch.bfloat16, hidden, fp16=dtype == torch.float16)
-    zero3 = ds.get("zero_optimization", {}).get("stage") == 3
-    # Under ZeRO-3, transformers loads the weights already partitioned over the ranks while a
-    # HfDeepSpeedConfig is alive, so no process ever holds the whole model.
-    zero3_loading = HfDeepSpeedConfig(ds) if zero3 else None
-    torch.manual_seed(sft.seed)  # same LoRA initialisation on every rank
-    model = models.load_model(
-        config.model.policy,
-        dtype=config.model.dtype,
-        device=device,
-        move=not zero3,
-        trust_remote_code=config.model.trust_remote_code,
-        attn_implementation=config.model.attn_implementation,
-    )
-    if sft.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if sft.lora_rank:
-        model = _add_lora(model, config, zero3)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = None
-    if "optimizer" not in ds:
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=sft.lr,
-            betas=(sft.adam_beta1, sft.adam_beta2),
-            weight_decay=sft.weight_decay,
-            fused=device.startswith("cuda") or None,
-        )
-
-    def schedule(opt: Any) -> Any:
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total_steps, sft.warmup_ratio, sft.min_lr_ratio)
-        )
-
-    # DeepSpeed prints build notes to stdout, which belongs to the command's summary.
-    with contextlib.redirect_stdout(sys.stderr):
-        engine, _, _, _ = deepspeed.initialize(
-            model=model,
-            model_parameters=params,
-            optimizer=optimizer,
-            lr_scheduler=schedule,
-            config=ds,
-        )
-    del zero3_loading  # loading is over; later loads in this process are plain again
-    return engine
-
-
-def _add_lora(model: Any, config: TrainConfig, zero3: bool) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    if zero3:
-        raise ConfigError("LoRA runs with deepspeed.zero_stage 0-2 (ZeRO-3 is for full tuning)")
-    sft = config.sft
-    lora = LoraConfig(
-        r=sft.lora_rank,
-        lora_alpha=sft.lora_alpha,
-        lora_dropout=sft.lora_dropout,
-        target_modules=sft.lora_targets,
-        task_type="CAUSAL_LM",
-    )
-    if sft.gradient_checkpointing:
-        model.enable_input_require_grads()
-    return get_peft_model(model, lora)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
+# The loop
 
 
 def run_fingerprint(config: TrainConfig, data: SFTData, world: int) -> str:
@@ -357,113 +200,6 @@ def run_fingerprint(config: TrainConfig, data: SFTData, world: int) -> str:
     for e in data.train + data.eval:
         h.update(repr((e.prompt_ids, e.answer_ids)).encode())
     return h.hexdigest()
-
-
-def save_checkpoint(
-    engine: Any,
-    tokenizer: Any,
-    root: Path,
-    step: int,
-    state: dict[str, Any],
-    keep: int,
-) -> Path:
-    """A checkpoint folder that is also a Hugging Face model (transformers and vLLM load it as
-    it is); written under a temporary name and renamed, so a crash never leaves half of one."""
-    import torch.distributed as dist
-
-    rank = dist.get_rank()
-    final = root / f"step-{step:06d}"
-    tmp = root / f".step-{step:06d}.tmp"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
-    _save_rng(tmp / "rng", rank)
-    export_model(engine, tokenizer, tmp)
-    dist.barrier()
-    if rank == 0:
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        models.replace_dir(tmp, final)
-        for old in sorted(root.glob("step-*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
-    return final
-
-
-def export_model(engine: Any, tokenizer: Any, out: Path, merge_lora: bool = False) -> None:
-    """Write the engine's model into `out` as a Hugging Face folder (rank 0 writes; under ZeRO-3
-    every rank helps gather the weights). LoRA runs save the adapter, or the merged model."""
-    import torch.distributed as dist
-
-    state = None
-    if engine.zero_optimization_stage() == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()
-    if dist.get_rank() != 0:
-        return
-    module = engine.module
-    if merge_lora and hasattr(module, "merge_and_unload"):
-        module = module.merge_and_unload()
-    module.save_pretrained(out, state_dict=state, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-
-
-def latest_checkpoint(root: Path, fingerprint: str) -> Path | None:
-    """The newest checkpoint of this very run, or None; checkpoints of another run (other data,
-    model or settings) are removed, since they cannot be continued."""
-    found = None
-    for folder in sorted(root.glob("step-*")):
-        try:
-            state = json.loads((folder / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if state.get("fingerprint") == fingerprint:
-            found = folder
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-    return found
-
-
-def _save_rng(folder: Path, rank: int) -> None:
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state()
-    save_file(tensors, str(folder / f"rank{rank}.safetensors"))
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    py = random.getstate()
-    (folder / f"rank{rank}.json").write_text(
-        json.dumps(
-            {
-                "python": [py[0], list(py[1]), py[2]],
-                "numpy": [kind, np.asarray(keys).tolist(), pos, has_gauss, gauss],
-            }
-        )
-    )
-
-
-def _load_rng(folder: Path, rank: int) -> None:
-    import numpy as np
-    import torch
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / f"rank{rank}.safetensors"))
-    torch.set_rng_state(tensors["torch"])
-    if "cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["cuda"])
-    saved = json.loads((folder / f"rank{rank}.json").read_text())
-    version, state, gauss = saved["python"]
-    random.setstate((version, tuple(state), gauss))
-    kind, keys, pos, has_gauss, cached = saved["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
 
 
 def evaluate(engine: Any, examples: list[chat.Encoded], micro_batch: int, pad_id: int) -> float:
@@ -512,7 +248,7 @@ def run_sft(
     total_steps = sft.max_steps or max(
         1, math.ceil(sft.epochs * len(data.train) / sft.global_batch)
     )
-    engine = build_engine(config, total_steps, _world_size())
+    engine = eng.build_engine(config, total_steps, eng.world_size())
     rank, world = dist.get_rank(), dist.get_world_size()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     fingerprint = run_fingerprint(config, data, world)
@@ -521,19 +257,10 @@ def run_sft(
 
     if fresh and rank == 0:
         shutil.rmtree(ckpt_root, ignore_errors=True)
-    step = 0
-    last: dict[str, Any] = {}
-    resumed = latest_checkpoint(ckpt_root, fingerprint) if rank == 0 else None
-    resumed = _broadcast(resumed)
-    if resumed is not None:
-        loaded, _ = engine.load_checkpoint(str(resumed / "deepspeed"), tag="state")
-        if loaded is None:
-            raise InputError(f"{resumed}: the DeepSpeed state of this checkpoint cannot be read")
-        state = json.loads((resumed / "trainer_state.json").read_text())
-        step, last = state["step"], state["metrics"]
-        _load_rng(resumed / "rng", rank)
+    state = eng.resume(engine, ckpt_root, fingerprint) or {"step": 0, "metrics": {}}
+    step, last = state["step"], state["metrics"]
     resumed_from = step
-    logger = MetricsLog(log_dir, config, rank, after_step=step)
+    logger = eng.MetricsLog(log_dir, config, rank, after_step=step)
 
     tokens_seen = 0
     loop_start = time.perf_counter()
@@ -560,7 +287,7 @@ def run_sft(
             "total_steps": total_steps,
             "loss": float(nll_sum) / step_tokens,
             "lr": lr,
-            "grad_norm": _float(engine.get_global_grad_norm()),
+            "grad_norm": eng.as_float(engine.get_global_grad_norm()),
             "tokens_per_s": tokens_seen / max(1e-9, time.perf_counter() - loop_start),
         }
         if data.eval and ((sft.eval_every and step % sft.eval_every == 0) or step == total_steps):
@@ -570,7 +297,7 @@ def run_sft(
         if on_log is not None and rank == 0:
             on_log(last)
         if (sft.save_every and step % sft.save_every == 0) or step == total_steps:
-            save_checkpoint(
+            eng.save_checkpoint(
                 engine,
                 tokenizer,
                 ckpt_root,
@@ -581,14 +308,7 @@ def run_sft(
     logger.close()
 
     out = workdir / "sft"
-    tmp = workdir / ".sft.tmp"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    dist.barrier()
-    export_model(engine, tokenizer, tmp, merge_lora=True)
-    dist.barrier()
-    if rank == 0:
-        models.replace_dir(tmp, out)
+    eng.export_final(engine, tokenizer, out)
     return {
         "steps": total_steps,
         "resumed_from_step": resumed_from,
@@ -602,86 +322,3 @@ def run_sft(
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-class MetricsLog:
-    """metrics.jsonl (always) and TensorBoard / W&B (when configured), written by rank 0. On
-    resume, lines after the checkpoint's step are dropped so the log reads as one run."""
-
-    def __init__(self, folder: Path, config: TrainConfig, rank: int, after_step: int) -> None:
-        self.rank = rank
-        self.tb: Any = None
-        self.wandb: Any = None
-        if rank != 0:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / "metrics.jsonl"
-        lines = self.path.read_text().splitlines() if self.path.is_file() else []
-        kept = [ln for ln in lines if (m := _json_line(ln)) and m.get("step", 0) <= after_step]
-        self.path.write_text("".join(f"{ln}\n" for ln in kept))
-        if config.logging.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(folder), purge_step=after_step + 1)
-        if config.logging.wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError(
-                    "logging.wandb_project is set but wandb is not installed"
-                ) from None
-            self.wandb = wandb.init(
-                project=config.logging.wandb_project, config=config.to_dict(), resume="allow"
-            )
-
-    def write(self, metrics: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        step = metrics["step"]
-        scalars = {
-            k: v
-            for k, v in metrics.items()
-            if k not in ("step", "total_steps") and isinstance(v, (int, float)) and v is not None
-        }
-        if self.tb is not None:
-            for key, value in scalars.items():
-                self.tb.add_scalar(f"sft/{key}", value, step)
-        if self.wandb is not None:
-            self.wandb.log({f"sft/{k}": v for k, v in scalars.items()}, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def _json_line(line: str) -> dict[str, Any] | None:
-    """One metrics line, or None for a blank or half-written one (a killed run leaves those)."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _broadcast(value: Any) -> Any:
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value.item() if hasattr(value, "item") else value)

@@ -2,9 +2,9 @@
 
 `workdir/manifest.json` holds, per stage, its status (`running`, `done`, `failed`), its seconds
 and the fingerprints of its inputs; a finished stage whose inputs are unchanged is skipped. The
-resolved configuration and the base model are recorded too. Stages so far: `sft`, `sample`,
-`pairs`, `ref`.
-Training stages run in every process of a launched job; the others run in rank 0 only.
+resolved configuration and the base model are recorded too. Stages: `sft`, `sample`, `pairs`,
+`ref`, `alpo`. Training stages (`sft`, `alpo`) run in every process of a launched job; the
+others run in rank 0 only.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,12 @@ OUTPUTS = {
     "sample": ("candidates.parquet", "scores.parquet"),
     "pairs": ("records.parquet",),
     "ref": ("records.parquet",),
+    "alpo": ("alpo",),
 }
 #: Stages that train in DeepSpeed (every process of a launched job takes part).
-TRAINING_STAGES = ("sft",)
+TRAINING_STAGES = ("sft", "alpo")
 #: Stages in the order they run.
-STAGES: tuple[str, ...] = ("sft", "sample", "pairs", "ref")
+STAGES: tuple[str, ...] = ("sft", "sample", "pairs", "ref", "alpo")
 
 
 def default_paths(pair: str, data: Path | None, workdir: Path | None) -> tuple[Path, Path]:
@@ -85,6 +87,19 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
             "pairs": stage_inputs("pairs", config, data, work),
             "policy": config.sample.model or _folder_stamp(work / "sft"),
             "model": _digest_json(asdict(config.model)),
+            "packing": config.alpo.packing,
+        }
+    if stage == "alpo":
+        return {
+            "records.parquet": _digest(work / "records.parquet"),
+            "policy": config.sample.model or _folder_stamp(work / "sft"),
+            "config": _digest_json(
+                {
+                    "model": asdict(config.model),
+                    "alpo": asdict(config.alpo),
+                    "deepspeed": asdict(config.deepspeed),
+                }
+            ),
         }
     raise ConfigError(f"unknown stage {stage!r}")
 
@@ -191,7 +206,24 @@ def _run_stage(
         return _run_pairs(config, data, work, pair)
     if stage == "ref":
         return _run_ref(config, work, fresh)
+    if stage == "alpo":
+        from alpo.alpo_train import run_alpo
+
+        def log_alpo(metrics: dict[str, Any]) -> None:
+            if on_log is not None:
+                on_log(stage, metrics)
+
+        policy = _policy(config, work)
+        if not Path(policy).is_dir() and not config.sample.model:
+            raise InputError(f"{policy}: no SFT model (run the sft stage first)")
+        return run_alpo(config, work, policy, on_log=log_alpo, fresh=fresh)
     raise ConfigError(f"unknown stage {stage!r}")
+
+
+def _policy(config: TrainConfig, work: Path) -> str:
+    """The model the preference stages start from: the SFT output, unless sample.model names
+    another."""
+    return config.sample.model or str(work / "sft")
 
 
 def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
@@ -203,14 +235,17 @@ def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
     import polars as pl
     import torch
 
-    from alpo.logprobs import continuation_logps
+    from alpo.logprobs import record_logps
     from alpo.prepare import read_windows, write_parquet_atomic
 
     started = time.perf_counter()
     path = work / "records.parquet"
     records = read_windows(path, ("prompt_ids", "chosen_ids", "rejected_ids"))
-    policy = config.sample.model or str(work / "sft")
-    stamp = _digest_json([_digest(path), policy, _folder_stamp(Path(policy)), asdict(config.model)])
+    policy = _policy(config, work)
+    packing = config.alpo.packing
+    stamp = _digest_json(
+        [_digest(path), policy, _folder_stamp(Path(policy)), asdict(config.model), packing]
+    )
     shards = work / "ref"
     if fresh or (shards / "stamp").is_file() and (shards / "stamp").read_text() != stamp:
         shutil.rmtree(shards, ignore_errors=True)
@@ -233,13 +268,16 @@ def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
         with torch.no_grad():
             for i in range(0, part.height, batch):
                 rows = part.slice(i, batch)
-                prompts = rows["prompt_ids"].to_list()
-                chosen += continuation_logps(
-                    model, prompts, rows["chosen_ids"].to_list(), pad_id=pad
-                ).tolist()
-                rejected += continuation_logps(
-                    model, prompts, rows["rejected_ids"].to_list(), pad_id=pad
-                ).tolist()
+                c, r = record_logps(
+                    model,
+                    rows["prompt_ids"].to_list(),
+                    rows["chosen_ids"].to_list(),
+                    rows["rejected_ids"].to_list(),
+                    packing=packing,
+                    pad_id=pad,
+                )
+                chosen += c.tolist()
+                rejected += r.tolist()
         frame = pl.DataFrame(
             {"ref_chosen_logp": chosen, "ref_rejected_logp": rejected},
             schema={"ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64},
@@ -262,7 +300,12 @@ def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
 def _run_pairs(config: TrainConfig, data: Path, work: Path, pair: str) -> dict[str, Any]:
     import polars as pl
 
-    from alpo.preference import build_pairs, build_records, gate_statistics
+    from alpo.preference import (
+        build_outcome_records,
+        build_pairs,
+        build_records,
+        gate_statistics,
+    )
     from alpo.prepare import read_windows, write_parquet_atomic
     from alpo.sampling import load_windows, reference_piece
     from alpo.sft import prepare_options
@@ -276,6 +319,8 @@ def _run_pairs(config: TrainConfig, data: Path, work: Path, pair: str) -> dict[s
         candidates.select("window_id", "segment", "candidate", "text"),
         on=["window_id", "segment", "candidate"],
     )
+    # The baselines use the same pairs rule without the adaptive parts (method.md 8.4).
+    adaptive = a.method == "alpo"
     pairs = build_pairs(
         table,
         min_candidates=a.min_candidates,
@@ -284,33 +329,39 @@ def _run_pairs(config: TrainConfig, data: Path, work: Path, pair: str) -> dict[s
         top_chosen=a.top_chosen,
         rejected_rank=a.rejected_rank,
         seed=a.seed,
-        gate=a.gate,
-        importance=a.importance,
-        dynamic_beta=a.dynamic_beta,
+        gate=a.gate and adaptive,
+        importance=a.importance and adaptive,
+        dynamic_beta=a.dynamic_beta and adaptive,
         beta=a.beta,
     )
-    policy = config.sample.model or str(work / "sft")
+    policy = _policy(config, work)
     tokenizer = models.load_tokenizer(policy, config.model.trust_remote_code)
     windows = load_windows(data / "pool.parquet", pair, tokenizer, prepare_options(data))
-    records = build_records(
-        windows,
-        candidates.join(
-            scores.select("window_id", "segment", "candidate", "score"),
-            on=["window_id", "segment", "candidate"],
-        ),
-        pairs,
-        lambda w, seg: reference_piece(tokenizer, w, seg),
-        stages=a.prefix_stages,
-        lambda_start=a.lambda_start,
-        lambda_end=a.lambda_end,
-        prefix_mixing=a.prefix_mixing,
-        schedule=a.schedule,
-        seed=a.seed,
+    scored = candidates.join(
+        scores.select("window_id", "segment", "candidate", "score"),
+        on=["window_id", "segment", "candidate"],
     )
+    reference = partial(reference_piece, tokenizer)
+    if a.method == "outcome_dpo":
+        records = build_outcome_records(windows, scored, pairs, reference, beta=a.beta, seed=a.seed)
+    else:
+        records = build_records(
+            windows,
+            scored,
+            pairs,
+            reference,
+            stages=a.prefix_stages,
+            lambda_start=a.lambda_start,
+            lambda_end=a.lambda_end,
+            prefix_mixing=a.prefix_mixing and adaptive,
+            schedule=a.schedule,
+            seed=a.seed,
+        )
     write_parquet_atomic(records.lazy(), work / "records.parquet")
     stats = gate_statistics(pairs, scores, a.min_candidates, a.min_spread)
     return {
         **stats,
+        "method": a.method,
         "records": records.height,
         "out": str(work / "records.parquet"),
         "windows_with_records": records["window_id"].n_unique() if records.height else 0,

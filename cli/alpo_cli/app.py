@@ -445,6 +445,116 @@ def train(
 
 
 @app.command()
+def translate(
+    input_path: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="A subtitle file (SRT, ASS/SSA, WebVTT) or a folder."),
+    ],
+    model: Annotated[
+        str, typer.Option(help="Model folder (e.g. runs/zh-th/alpo), .gguf or hub id.")
+    ],
+    pair: Annotated[str, typer.Option(help="Language pair SRC-TGT, e.g. zh-th.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output file (its extension picks the format) or folder."),
+    ],
+    backend: Annotated[str, typer.Option(help="transformers, vllm or openai.")] = "transformers",
+    base_url: Annotated[str, typer.Option(help="Server URL for --backend openai.")] = "",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the server's API key.")
+    ] = "OPENAI_API_KEY",
+    glossary: Annotated[
+        Path | None,
+        typer.Option(help="TSV of title<TAB>term<TAB>translation; title * applies everywhere."),
+    ] = None,
+    window: Annotated[int, typer.Option(help="Lines translated per window.")] = 25,
+    context: Annotated[int, typer.Option(help="Context lines shown on each side.")] = 5,
+    retries: Annotated[
+        int, typer.Option(help="Fresh samples for a wrong answer before the window is split.")
+    ] = 1,
+    temperature: Annotated[float, typer.Option(help="First try's temperature (0: greedy).")] = 0.0,
+    max_cps: Annotated[
+        float | None, typer.Option(help="Flag cues over this many characters per second.")
+    ] = None,
+    max_line: Annotated[
+        int | None, typer.Option(help="Flag lines over this many characters.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Rewrite outputs that already exist.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
+) -> None:
+    """Translate subtitle files with a trained model, keeping every cue, its timing and style.
+
+    Cues go to the model in windows of numbered lines with context on both sides (the training
+    prompt). An answer with the wrong number of lines is retried, then its window is split; a cue
+    that still fails keeps its source text and is listed. The output format follows OUTPUT's
+    extension (.srt, .vtt, .ass); for a folder, each file keeps its format and gets the target's
+    language tag. Reading speed (characters per second, characters per line) is reported per
+    file, with cues over the target script's limits flagged.
+    """
+    from alpo import models
+    from alpo.generation import make_backend
+    from alpo.prepare import read_glossary
+    from alpo.translate import TranslateSettings, check_request, translate_files
+
+    settings = TranslateSettings(
+        window=window,
+        context=context,
+        retries=retries,
+        temperature=temperature,
+        max_cps=max_cps,
+        max_line=max_line,
+    )
+    check_request(input_path, out, pair, settings)
+    terms = read_glossary(glossary) if glossary else None
+    if backend != "openai":
+        models.resolve(model)  # a missing model fails before anything loads
+    engine = make_backend(backend, model, base_url=base_url, api_key_env=api_key_env, dtype=dtype)
+    tokenizer = models.load_tokenizer(model)
+    with Progress(
+        "[progress.description]{task.description}",
+        "{task.fields[info]}",
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("translating", info="")
+
+        def on_round(round_: int, done: int, pending: int) -> None:
+            progress.update(task, info=f"round {round_}: {done} windows done, {pending} to retry")
+
+        summary = translate_files(
+            input_path,
+            out,
+            pair,
+            engine,
+            tokenizer,
+            settings,
+            glossary=terms,
+            force=force,
+            on_round=on_round,
+        )
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    for bad in summary["bad_files"]:
+        err.print(f"[red]skipped[/red] {bad['file']}: {bad['error']}", highlight=False)
+    for r in summary["reports"]:
+        reading = r["reading"]
+        typer.echo(
+            f"{r['out']}: {r['translated']}/{r['cues'] - r['empty']} cues translated, "
+            f"{len(r['kept_source'])} kept their source text; median "
+            f"{reading['median_cps']} cps, {len(reading['over_cps'])} cues over "
+            f"{reading['max_cps']:g} cps, {len(reading['over_line'])} over "
+            f"{reading['max_line']} characters"
+        )
+        for failed in r["kept_source"]:
+            typer.echo(f"  cue {failed['cue']} kept its source text: {failed['source']}")
+    if summary["skipped_existing"]:
+        typer.echo(f"{summary['skipped_existing']} outputs already existed (use --force)")
+
+
+@app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="Model folder, .gguf file, hub id or `embedded`.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -220,6 +220,13 @@ fn read_subtitles(
     .map_err(errors::to_py)
 }
 
+/// The plain text of raw cue texts as cleaning makes it (markup out, one line, annotation
+/// lines cut), for callers that keep every cue, such as the translator.
+#[pyfunction]
+fn clean_texts(py: Python<'_>, texts: Vec<String>) -> Vec<String> {
+    py.detach(|| texts.iter().map(|t| clean::clean_text(t).0).collect())
+}
+
 fn cue_table(cues: &[clean::Cue]) -> ArrowTable {
     let mut start = Int64Builder::new();
     let mut end = Int64Builder::new();
@@ -508,6 +515,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(distinct_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(build_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(read_subtitles, m)?)?;
+    m.add_function(wrap_pyfunction!(clean_texts, m)?)?;
     m.add_function(wrap_pyfunction!(lang, m)?)?;
     m.add_function(wrap_pyfunction!(nearest, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_windows, m)?)?;

@@ -187,6 +187,9 @@ def test_loss_falls_and_the_trained_model_is_saved(fixed_run):
     assert (work / "alpo" / "model.safetensors").is_file()
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["stages"]["alpo"]["status"] == "done"
+    gate = manifest["stages"]["pairs"]["summary"]  # the gate statistics stay in the manifest
+    assert gate["gated"] == out["pairs"]["gated"] and len(gate["beta_quantiles"]) == 3
+    assert manifest["stages"]["alpo"]["summary"]["loss"] == rows[-1]["loss"]
 
 
 def test_every_path_trains_to_the_same_losses(fixed_run, cli, examples_data, sft_model, tmp_path):

@@ -43,7 +43,7 @@ class EchoBackend:
                 lines = lines[:-1]
             answer = "\n".join(f"{i}. <{ln}>" for i, ln in enumerate(lines, 1))
             ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-            out.append([ids])
+            out.append([[*ids, self.tokenizer.eos_token_id]])  # as a model ends its turn
         return out
 
 

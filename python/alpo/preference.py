@@ -152,13 +152,7 @@ def build_records(
     until the ref stage fills them."""
     if schedule not in ("stages", "mixture"):
         raise ConfigError(f"unknown prefix schedule {schedule!r} (use stages or mixture)")
-    pieces: dict[tuple[str, int], list[list[int]]] = {}
-    scores: dict[tuple[str, int], list[float | None]] = {}
-    for (wid, seg), group in candidates.sort("candidate").group_by(
-        "window_id", "segment", maintain_order=True
-    ):
-        pieces[(str(wid), int(seg))] = [list(ids) for ids in group["token_ids"]]
-        scores[(str(wid), int(seg))] = group["score"].to_list()
+    pieces, scores = _pieces(candidates)
     by_segment = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
     schedule_lams = lambdas(stages, lambda_start, lambda_end) if prefix_mixing else [1.0]
     blocks: list[list[dict[str, Any]]] = []
@@ -171,10 +165,8 @@ def build_records(
             for seg in w.segments:
                 key = (w.window_id, seg.index)
                 if key not in pieces:
-                    if not seg.in_core and not any(
-                        g.in_core for g in w.segments if g.index > seg.index
-                    ):
-                        break  # trailing context: nothing left to train on
+                    if _trailing(w, seg):
+                        break  # nothing left to train on
                     prefix += reference_piece(w, seg)
                     continue
                 p = by_segment.get(key)
@@ -225,13 +217,7 @@ def build_outcome_records(
     of every rejected piece; a segment without a pair puts the same random candidate on both
     sides; context before the first sampled segment joins the prompt, context in between both
     answers. Weight 1, constant `beta`, windows in a seeded order."""
-    pieces: dict[tuple[str, int], list[list[int]]] = {}
-    scores: dict[tuple[str, int], list[float | None]] = {}
-    for (wid, seg), group in candidates.sort("candidate").group_by(
-        "window_id", "segment", maintain_order=True
-    ):
-        pieces[(str(wid), int(seg))] = [list(ids) for ids in group["token_ids"]]
-        scores[(str(wid), int(seg))] = group["score"].to_list()
+    pieces, scores = _pieces(candidates)
     by_segment = {(r["window_id"], r["segment"]): r for r in pairs.iter_rows(named=True)}
     records = []
     for w in windows:
@@ -245,10 +231,8 @@ def build_outcome_records(
         for seg in w.segments:
             key = (w.window_id, seg.index)
             if key not in pieces:
-                if not seg.in_core and not any(
-                    g.in_core for g in w.segments if g.index > seg.index
-                ):
-                    break  # trailing context
+                if _trailing(w, seg):
+                    break
                 piece = reference_piece(w, seg)
                 if first is None:
                     prompt += piece
@@ -316,6 +300,25 @@ def gate_statistics(
         "weight_quantiles": quantiles("weight"),
         "beta_quantiles": quantiles("beta"),
     }
+
+
+def _pieces(
+    candidates: pl.DataFrame,
+) -> tuple[dict[tuple[str, int], list[list[int]]], dict[tuple[str, int], list[float | None]]]:
+    """Each segment's candidate token ids and scores, in candidate order."""
+    pieces: dict[tuple[str, int], list[list[int]]] = {}
+    scores: dict[tuple[str, int], list[float | None]] = {}
+    for (wid, seg), group in candidates.sort("candidate").group_by(
+        "window_id", "segment", maintain_order=True
+    ):
+        pieces[(str(wid), int(seg))] = [list(ids) for ids in group["token_ids"]]
+        scores[(str(wid), int(seg))] = group["score"].to_list()
+    return pieces, scores
+
+
+def _trailing(w: Window, seg: Segment) -> bool:
+    """Context after the window's core: no core segment follows."""
+    return not seg.in_core and not any(g.in_core for g in w.segments if g.index > seg.index)
 
 
 def _window_seed(window_id: str, seed: int, stage: int) -> int:

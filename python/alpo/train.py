@@ -176,6 +176,7 @@ def train(
             "status": "done",
             "seconds": round(time.perf_counter() - started, 3),
             "inputs": inputs,
+            "summary": summary,  # e.g. the pairs stage's gate statistics
         }
         if main:
             write_json_atomic(manifest_path, manifest)

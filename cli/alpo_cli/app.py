@@ -589,6 +589,394 @@ def serve(
         server.server_close()
 
 
+eval_app = typer.Typer(
+    help="Score translation systems with LLM judges; check a judge against human scores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(eval_app, name="eval")
+
+
+def eval_judges(
+    specs: list[str] | None,
+    config: Path | None,
+    preset: str | None,
+    backend: str | None,
+    base_url: str | None,
+) -> tuple[list[Any], Any]:
+    """The judges named by --judge (default: the config's judge model), and the config."""
+    from alpo.config import load_config
+    from alpo.evaluate import parse_judge
+
+    cfg = load_config(preset, config)
+    j = cfg.judge
+    options = {
+        "backend": backend or j.backend,
+        "base_url": base_url if base_url is not None else j.base_url,
+        "api_key_env": j.api_key_env,
+        "concurrency": j.concurrency,
+        "timeout": j.timeout,
+        "thinking_off": j.thinking_off,
+    }
+    return [parse_judge(spec, **options) for spec in (specs or [j.model])], cfg
+
+
+class EvalProgress:
+    """Rich progress bars for `alpo eval` events: one bar per system translated or judged."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            "{task.completed}/{task.total} shards",
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not enabled,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> EvalProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["stage"] == "translate":
+            name = f"translating {event['system']}"
+        elif "system" in event:
+            name = f"judge {event['judge']}: {event['system']}"
+        else:
+            name = f"judge {event['judge']}"
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=event["total"])
+        self.progress.update(self.tasks[name], completed=event["done"], total=event["total"])
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_command(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None, typer.Option(help="Test windows: the test.parquet that prepare wrote.")
+    ] = None,
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=MODEL_DIR (translated here; also a .gguf, hub id or served name) or "
+            "NAME=FILE of ready translations (.parquet, .jsonl, .csv). Repeatable; the human "
+            "reference is always scored as `reference`."
+        ),
+    ] = None,
+    judge: Annotated[
+        list[str] | None,
+        typer.Option(help="Judge model, [NAME=]MODEL (repeatable; default: the config's)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for scores.json and report.html.")
+    ] = None,
+    judge_backend: Annotated[
+        str | None,
+        typer.Option(help="Judges' backend: transformers, vllm or openai (default: config)."),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option(help="Judges' server URL for --judge-backend openai.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Systems' backend: transformers, vllm or openai.")
+    ] = "transformers",
+    base_url: Annotated[str, typer.Option(help="Systems' server URL for --backend openai.")] = "",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the systems' server API key.")
+    ] = "OPENAI_API_KEY",
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (its [judge] and [model] sections).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny or paper (judge defaults).")] = None,
+    limit: Annotated[
+        int,
+        typer.Option(help="Windows per direction, picked by --seed (0: all; the paper: 100)."),
+    ] = 0,
+    rubric: Annotated[
+        str,
+        typer.Option(
+            help="separate (one judge prompt per dimension, the paper's protocol) or joint "
+            "(one prompt, three scores)."
+        ),
+    ] = "separate",
+    votes: Annotated[int, typer.Option(help="Judge replies per score, averaged.")] = 1,
+    judge_temperature: Annotated[
+        float, typer.Option(help="Judge temperature (the paper's evaluation: 0).")
+    ] = 0.0,
+    judge_retries: Annotated[
+        int | None, typer.Option(help="Asks again after an invalid reply (default: config).")
+    ] = None,
+    judge_language: Annotated[
+        str | None, typer.Option(help="Judge prompt language, en or zh (default: config).")
+    ] = None,
+    context_lines: Annotated[
+        int, typer.Option(help="Source context lines shown on each side of the core.")
+    ] = 5,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the confidence intervals.")
+    ] = 1000,
+    tie_margin: Annotated[
+        float, typer.Option(help="Pairwise: score differences up to this are ties.")
+    ] = 0.0,
+    tokens_per_line: Annotated[
+        int, typer.Option(help="Systems: new tokens allowed per line of a window.")
+    ] = 64,
+    translate_retries: Annotated[
+        int, typer.Option(help="Systems: fresh samples for a wrong answer before a split.")
+    ] = 1,
+    instruction_language: Annotated[
+        str | None,
+        typer.Option(help="Systems' prompt language, en or zh (default: the data's manifest)."),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto, float32, bfloat16 or float16 (default: config).")
+    ] = None,
+    examples: Annotated[
+        int, typer.Option(help="Windows shown per direction where the systems differ most.")
+    ] = 5,
+    shard_size: Annotated[int, typer.Option(help="Windows per resumable shard.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of --limit, judging and the bootstrap.")] = 1234,
+    force: Annotated[bool, typer.Option(help="Redo every shard instead of resuming.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
+) -> None:
+    """Score systems (and the human reference) on accuracy, naturalness and vividness.
+
+    Every window of --data is translated by each --system NAME=MODEL_DIR (its core lines kept;
+    a line that fails every try counts as missing) or read from NAME=FILE, then each judge gives
+    each window's translation three 0..100 scores (accuracy; naturalness; vividness, ignoring
+    accuracy). Writes OUT/scores.json (means per direction, system, judge and dimension with
+    bootstrap intervals, pairwise win/tie/loss, judge failures) and OUT/report.html (tables and
+    plots in one file). Resumes from OUT/shards; --force starts afresh. `alpo eval agreement`
+    checks a judge against human scores.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import asdict
+
+    from alpo.evaluate import EvalSettings, ModelOptions, parse_system, run_eval
+    from alpo.sft import prepare_options
+
+    if data is None:
+        raise ConfigError("alpo eval needs --data (the test.parquet that prepare wrote)")
+    if out is None:
+        raise ConfigError("alpo eval needs --out (a folder for scores.json and report.html)")
+    systems = [parse_system(spec, backend) for spec in system or []]
+    judges, cfg = eval_judges(judge, config, preset, judge_backend, judge_base_url)
+    settings = EvalSettings(
+        rubric=rubric,
+        votes=votes,
+        retries=cfg.judge.retries if judge_retries is None else judge_retries,
+        temperature=judge_temperature,
+        max_new_tokens=cfg.judge.max_new_tokens,
+        language=judge_language or cfg.judge.language,
+        context_lines=context_lines,
+        bootstrap=bootstrap,
+        tie_margin=tie_margin,
+        shard_size=shard_size,
+        examples=examples,
+        seed=seed,
+    )
+    options = ModelOptions(
+        backend=backend,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        dtype=dtype or cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        vllm=asdict(cfg.vllm),
+        tokens_per_line=tokens_per_line,
+        retries=translate_retries,
+        instruction_language=instruction_language
+        or prepare_options(data.parent).get("instruction_language", "en"),
+    )
+    with EvalProgress(not as_json and err.is_terminal) as progress:
+        summary = run_eval(
+            data,
+            systems,
+            judges,
+            out,
+            settings,
+            options,
+            limit=limit,
+            force=force,
+            on_progress=progress,
+        )
+    if as_json:
+        brief = {k: v for k, v in summary.items() if k not in ("window_scores", "examples")}
+        typer.echo(json.dumps(brief, ensure_ascii=False))
+        return
+    print_eval_summary(summary)
+
+
+def print_eval_summary(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out_console = Console(soft_wrap=True)
+    for p, by_system in s["scores"].items():
+        table = Table(title=f"{p}: {s['directions'][p]['windows']} windows, mean over judges")
+        table.add_column("system")
+        for d in s["dimensions"]:
+            table.add_column(d, justify="right")
+        for name, by_judge in by_system.items():
+            cells = []
+            for d in s["dimensions"]:
+                v = by_judge["all"][d]
+                if v["mean"] is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{v['mean']:.1f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]")
+            table.add_row(name, *cells)
+        out_console.print(table)
+    for name, info in s["systems"].items():
+        if info["missing_lines"]:
+            out_console.print(
+                f"{name}: {info['missing_lines']} of {info['lines']} lines missing (scored as "
+                "missing)",
+                highlight=False,
+            )
+    for name, j in s["judges"].items():
+        out_console.print(
+            f"judge {name}: {j['judged']} scores asked, {j['unscored']} unscored, "
+            f"{j['rejected_replies']} replies rejected",
+            highlight=False,
+        )
+    out_console.print(
+        f"{s['seconds']:.1f} s -> {s['out']}/scores.json, {s['out']}/report.html", highlight=False
+    )
+
+
+@eval_app.command("agreement")
+def eval_agreement(
+    human: Annotated[
+        Path,
+        typer.Option(
+            help="CSV of human scores: direction (or pair), source, translation, human (0..100); "
+            "optionally window_id, system."
+        ),
+    ],
+    judge: Annotated[
+        list[str] | None,
+        typer.Option(help="Judge model, [NAME=]MODEL (repeatable; default: the config's)."),
+    ] = None,
+    judge_backend: Annotated[
+        str | None,
+        typer.Option(help="Judges' backend: transformers, vllm or openai (default: config)."),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option(help="Judges' server URL for --judge-backend openai.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config (its [judge] section).")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny or paper (judge defaults).")] = None,
+    rubric: Annotated[
+        str,
+        typer.Option(
+            help="reward (the sample stage's listwise prompt: the judge as reward model) or "
+            "accuracy, naturalness, vividness (eval's prompts)."
+        ),
+    ] = "reward",
+    votes: Annotated[
+        int | None, typer.Option(help="Replies per score (default: config for reward, else 1).")
+    ] = None,
+    judge_temperature: Annotated[
+        float | None,
+        typer.Option(help="Judge temperature (default: config for reward, else 0)."),
+    ] = None,
+    judge_retries: Annotated[
+        int | None, typer.Option(help="Asks again after an invalid reply (default: config).")
+    ] = None,
+    judge_language: Annotated[
+        str | None, typer.Option(help="Judge prompt language, en or zh (default: config).")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Trust a judge when Spearman's rho reaches this everywhere.")
+    ] = 0.82,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: HUMAN's name + -agreement)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the judge's shuffles and sampling.")] = 1234,
+    force: Annotated[bool, typer.Option(help="Judge again instead of resuming.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last.")] = False,
+) -> None:
+    """How well a judge agrees with human scores of the same translations, per direction.
+
+    The judge scores every translation of --human; Spearman's rho (average ranks for ties),
+    Kendall's tau-b and a Bland-Altman summary (judge minus human: bias and 95% limits of
+    agreement) are reported per direction and overall. The paper trusts a judge as reward
+    model when rho >= 0.82 in every direction. Writes OUT/agreement.json, OUT/agreement.parquet
+    and OUT/report.html (scatter and Bland-Altman plots).
+    """
+    from dataclasses import asdict
+
+    from alpo.evaluate import AgreementSettings, ModelOptions, run_agreement
+
+    judges, cfg = eval_judges(judge, config, preset, judge_backend, judge_base_url)
+    reward = rubric == "reward"
+    settings = AgreementSettings(
+        rubric=rubric,
+        votes=votes if votes is not None else (cfg.judge.votes if reward else 1),
+        retries=cfg.judge.retries if judge_retries is None else judge_retries,
+        temperature=judge_temperature
+        if judge_temperature is not None
+        else (cfg.judge.temperature if reward else 0.0),
+        max_new_tokens=cfg.judge.max_new_tokens,
+        language=judge_language or cfg.judge.language,
+        threshold=threshold,
+        seed=seed,
+    )
+    target = out or human.with_name(f"{human.stem}-agreement")
+    with EvalProgress(not as_json and err.is_terminal) as progress:
+        summary = run_agreement(
+            human,
+            judges,
+            target,
+            settings,
+            ModelOptions(
+                dtype=cfg.model.dtype,
+                trust_remote_code=cfg.model.trust_remote_code,
+                vllm=asdict(cfg.vllm),
+            ),
+            force=force,
+            on_progress=progress,
+        )
+    if as_json:
+        brief = {k: v for k, v in summary.items() if k != "points"}
+        typer.echo(json.dumps(brief, ensure_ascii=False))
+        return
+    out_console = Console(soft_wrap=True)
+    for name, r in summary["judges"].items():
+        verdict = "trusted" if r["trusted"] else "not trusted"
+        out_console.print(
+            f"judge {name}: {verdict} as reward model (rho >= {summary['threshold']} in every "
+            f"direction); {r['unscored']} translations unscored, {r['rejected_replies']} replies "
+            "rejected",
+            highlight=False,
+        )
+        for p, d in [*r["directions"].items(), ("all", r["all"])]:
+            ba = d["bland_altman"]
+            rho = "-" if d["spearman"] is None else f"{d['spearman']:.3f}"
+            tau = "-" if d["kendall"] is None else f"{d['kendall']:.3f}"
+            bias = (
+                "-"
+                if ba["mean_diff"] is None
+                else f"{ba['mean_diff']:.1f} (limits {ba['loa_low']:.1f} to {ba['loa_high']:.1f})"
+            )
+            out_console.print(
+                f"  {p}: rho {rho}, tau-b {tau}, n {d['n']}, bias {bias}", highlight=False
+            )
+    out_console.print(
+        f"{summary['seconds']:.1f} s -> {summary['out']}/agreement.json, "
+        f"{summary['out']}/report.html",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Entry point of the `alpo` script: user errors become one line and exit code 1."""
     try:

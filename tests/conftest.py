@@ -25,9 +25,30 @@ def run_cli(
     return proc
 
 
+def run_two_ranks(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `alpo` command as two gloo ranks under torchrun, as a 2-GPU job would run."""
+    from alpo.launch import free_port
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        + ["--master_port", str(free_port()), "-m", "alpo_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="session")
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def two_ranks():
+    return run_two_ranks
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ normalization across ranks, the DPO baselines, and resume."""
 import json
 import random
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import polars as pl
 import pytest
 import torch
 
-from alpo.launch import free_port
 from alpo.logprobs import chains, record_logps
 
 # Candidate variants of a segment's reference lines, with the score the "judge" gives them.
@@ -229,7 +226,7 @@ def test_finished_stage_skips_and_a_killed_checkpoint_resumes(fixed_run, cli, ex
         assert y["loss"] == pytest.approx(x["loss"], abs=1e-6)
 
 
-def test_two_processes_train_like_one(fixed_run, examples_data, tmp_path):
+def test_two_processes_train_like_one(fixed_run, two_ranks, examples_data, tmp_path):
     """Two gloo ranks take contiguous halves of each step; with weights normalized over the
     whole step, the loss equals a single process's."""
     work, _ = fixed_run
@@ -238,25 +235,7 @@ def test_two_processes_train_like_one(fixed_run, examples_data, tmp_path):
     shutil.copytree(work, two)
     shutil.rmtree(two / "checkpoints")
     shutil.rmtree(two / "logs")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "alpo_cli",
-            *alpo_args(examples_data, two, model, "--force", stages=("alpo",)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = two_ranks(*alpo_args(examples_data, two, model, "--force", stages=("alpo",)))
     assert last_json(proc)["alpo"]["processes"] == 2
     for x, y in zip(metrics(work), metrics(two), strict=True):
         assert y["loss"] == pytest.approx(x["loss"], abs=1e-5)

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +10,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alpo import chat, prompts
-from alpo.launch import free_port
 
 
 def train_args(data, workdir, model, *extra):
@@ -133,31 +130,13 @@ def test_finished_stage_is_skipped_and_force_restarts(three_steps, cli, tmp_path
     assert [r["loss"] for r in metrics(copy)] == pytest.approx([r["loss"] for r in metrics(work)])
 
 
-def test_two_processes_train_like_one(cli, examples_data, tiny_model, tmp_path):
+def test_two_processes_train_like_one(cli, two_ranks, examples_data, tiny_model, tmp_path):
     """Two gloo ranks under torchrun split each step's windows, and the loss (normalized by
     the whole step's answer tokens) equals a single process's."""
     one = tmp_path / "one"
     cli(*train_args(examples_data, one, tiny_model, *STEPS[:4]))
     two = tmp_path / "two"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "alpo_cli",
-            *train_args(examples_data, two, tiny_model, *STEPS[:4]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = two_ranks(*train_args(examples_data, two, tiny_model, *STEPS[:4]))
     assert summary(proc)["processes"] == 2
     a, b = metrics(one), metrics(two)
     assert [r["step"] for r in b] == [1, 2, 3]

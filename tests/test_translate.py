@@ -152,27 +152,21 @@ def test_reading_speed_counts_what_a_reader_sees():
 
 
 def test_cli_translates_with_a_real_model_and_bad_input_is_one_line(cli, sft_model, tmp_path):
-    out = tmp_path / "out.srt"
-    proc = cli(
-        "translate",
-        str(SRT),
-        "--model",
-        str(sft_model),
-        "--pair",
-        "en-zh",
-        "--out",
-        str(out),
-        "--window",
-        "8",
-        "--context",
-        "2",
-        "--json",
-    )
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    (report,) = summary["reports"]
-    assert len(read_track(out).cues) == len(read_track(SRT).cues) == report["cues"]
-    assert report["translated"] + len(report["kept_source"]) == report["cues"]
-    assert report["reading"]["max_cps"] == 9.0  # Chinese target: the CJK default
+    for src in (SRT, ASS, VTT):
+        out = tmp_path / f"out{src.suffix}"
+        proc = cli(
+            "translate", str(src), "--model", str(sft_model), "--pair", "en-zh",
+            "--out", str(out), "--window", "8", "--context", "2", "--json",
+        )  # fmt: skip
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        (report,) = summary["reports"]
+        source, result = read_track(src), read_track(out)
+        assert len(result.cues) == len(source.cues) == report["cues"]
+        assert [(c.start_ms, c.end_ms, c.style) for c in result.cues] == [
+            (c.start_ms, c.end_ms, c.style) for c in source.cues
+        ]
+        assert report["translated"] + len(report["kept_source"]) == report["cues"]
+        assert report["reading"]["max_cps"] == 9.0  # Chinese target: the CJK default
     bad = [
         (["--out", str(tmp_path / "out.txt")], "unknown subtitle extension"),
         (["--out", str(tmp_path / "o.srt"), "--pair", "xx"], "must look like SRC-TGT"),

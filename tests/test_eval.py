@@ -16,28 +16,22 @@ import numpy as np
 import polars as pl
 import pytest
 
+from alpo.agreement import AgreementSettings, run_agreement
 from alpo.evaluate import (
     DIMENSIONS,
     REFERENCE,
-    AgreementSettings,
     EvalSettings,
     System,
-    bland_altman,
-    bootstrap_mean,
-    kendall_tau_b,
     load_eval_windows,
-    pairwise,
     parse_joint,
     parse_judge,
     parse_system,
-    rank_average,
     read_translations,
     render_eval_prompt,
-    run_agreement,
     run_eval,
-    spearman,
 )
 from alpo.exceptions import InputError
+from alpo.stats import bland_altman, bootstrap_mean, kendall_tau_b, pairwise, rank_average, spearman
 
 # ---------------------------------------------------------------------------------------------
 # Statistics

@@ -914,7 +914,8 @@ def eval_agreement(
     """
     from dataclasses import asdict
 
-    from alpo.evaluate import AgreementSettings, ModelOptions, run_agreement
+    from alpo.agreement import AgreementSettings, run_agreement
+    from alpo.evaluate import ModelOptions
 
     judges, cfg = eval_judges(judge, config, preset, judge_backend, judge_base_url)
     reward = rubric == "reward"

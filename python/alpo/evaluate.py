@@ -22,11 +22,11 @@ training-format prompt; its core lines are kept; a line whose translation still 
 retries and splits counts as missing and is shown to the judge as missing), or files of ready
 translations (`read_translations`).
 
-Statistics: the mean of every (direction, system, judge, dimension) over windows with a
-bootstrap confidence interval over windows (seeded), the mean over judges ("all": each judge's
-mean, then their mean) with its own interval, pairwise win/tie/loss between systems per window,
-and for judge validation (`run_agreement`) Spearman's rho (average ranks for ties), Kendall's
-tau-b and a Bland-Altman summary against human scores, all computed with numpy here.
+Statistics (`alpo.stats`): the mean of every (direction, system, judge, dimension) over windows
+with a bootstrap confidence interval over windows (seeded), the mean over judges ("all": each
+judge's mean, then their mean) with its own interval, and pairwise win/tie/loss between systems
+per window. Judge validation against human scores is `alpo.agreement`, which shares the judges,
+backends, shards and asking of this module.
 
 Resumable: translations and judgements are written in shards of a few windows under
 `out/shards/`, each named by a fingerprint of everything it depends on (model, settings,
@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import json
-import math
 import random
 import re
 import shutil
@@ -48,8 +46,9 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -58,36 +57,27 @@ from alpo import judging, models
 from alpo.align import write_json_atomic
 from alpo.exceptions import ConfigError, InputError
 from alpo.generation import Backend, make_backend
-from alpo.prepare import read_windows
+from alpo.prepare import read_windows, write_parquet_atomic
 from alpo.prompts import language_name
+from alpo.stats import bootstrap_mean, nan_mean, pairwise, rounded, seed_for
+from alpo.train import digest_json, folder_stamp
 
 __all__ = [
-    "AGREEMENT_RUBRICS",
     "DIMENSIONS",
     "REFERENCE",
     "TRANSLATION_FORMATS",
-    "AgreementSettings",
     "EvalSettings",
     "EvalWindow",
-    "HumanRow",
     "Judge",
     "ModelOptions",
     "System",
-    "bland_altman",
-    "bootstrap_mean",
-    "kendall_tau_b",
     "load_eval_windows",
-    "pairwise",
     "parse_joint",
     "parse_judge",
     "parse_system",
-    "rank_average",
-    "read_human_scores",
     "read_translations",
     "render_eval_prompt",
-    "run_agreement",
     "run_eval",
-    "spearman",
     "summarize",
 ]
 
@@ -97,10 +87,6 @@ REFERENCE = "reference"
 #: file types of ready translations
 TRANSLATION_FORMATS = (".parquet", ".jsonl", ".csv")
 RUBRICS = ("separate", "joint")
-#: `reward`: the sample stage's listwise judge (the reward model); or one eval dimension
-AGREEMENT_RUBRICS = ("reward", *DIMENSIONS)
-#: the paper's bar for trusting a judge as reward model (Spearman rho, every direction)
-TRUST_RHO = 0.82
 BACKENDS = ("transformers", "vllm", "openai")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
@@ -205,6 +191,12 @@ _TEXT: dict[str, dict[str, Any]] = {
 }
 
 
+def check_language(language: str) -> None:
+    """A ConfigError unless the judge prompts exist in `language` (en, zh)."""
+    if language not in _TEXT:
+        raise ConfigError(f"unknown judge language {language!r} (use en or zh)")
+
+
 def render_eval_prompt(
     before: Sequence[str],
     lines: Sequence[str],
@@ -218,8 +210,7 @@ def render_eval_prompt(
     """The judge prompt for one translation: `dimension` alone (answer `{"A": n}`), or with
     `dimension=None` all three (answer `{"A": accuracy, "B": naturalness, "C": vividness}`).
     Rated source lines and translation lines are numbered; a missing line (None) is marked."""
-    if language not in _TEXT:
-        raise ConfigError(f"unknown judge prompt language {language!r} (use en or zh)")
+    check_language(language)
     if dimension is not None and dimension not in DIMENSIONS:
         raise ConfigError(f"unknown dimension {dimension!r} (use {', '.join(DIMENSIONS)})")
     t = _TEXT[language]
@@ -255,26 +246,19 @@ def render_eval_prompt(
 
 def parse_joint(reply: str) -> tuple[list[int] | None, str | None]:
     """The three scores (accuracy, naturalness, vividness) of a joint reply, or None and why:
-    the first JSON object (after any <think> block) must have exactly the keys A, B and C, each
-    an integer 0..100. Equal scores are fine (unlike a listwise ranking)."""
-    obj, why = judging._first_object(judging._THINK.sub("", reply))
-    if obj is None:
-        return None, why
-    keys = [k for k, _ in obj]
-    if len(set(keys)) != len(keys):
-        return None, "duplicate keys"
-    if sorted(keys) != ["A", "B", "C"]:
-        return None, f"keys do not match: expected A, B, C, got {', '.join(keys) or 'none'}"
-    values = dict(obj)
-    scores = []
-    for k in "ABC":
-        v = values[k]
-        if isinstance(v, bool) or not isinstance(v, int):
-            return None, f"score of {k} is not an integer: {v!r}"
-        if not 0 <= v <= 100:
-            return None, f"score of {k} is out of 0..100: {v}"
-        scores.append(v)
-    return scores, None
+    valid as `judging.parse_scores` of three candidates A, B and C, except that equal scores
+    are fine (unlike a listwise ranking, where parse_scores rejects them as degenerate)."""
+    scores, why = judging.parse_scores(reply, 3)
+    if scores is None and (why or "").startswith("degenerate"):  # all three equal
+        obj, _ = judging._first_object(judging._THINK.sub("", reply))
+        values = dict(obj or [])
+        return [cast(int, values[k]) for k in "ABC"], None
+    return scores, why
+
+
+def parse_one(reply: str) -> tuple[list[int] | None, str | None]:
+    """The score of a one-dimension reply `{"A": n}` (`judging.parse_scores` of one letter)."""
+    return judging.parse_scores(reply, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +387,15 @@ class Judge:
     concurrency: int = 8
     timeout: float = 600.0
     thinking_off: bool = True
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Which backend serves it (`Backends.get`)."""
+        return (self.backend, self.model, self.base_url)
+
+    def stamp(self) -> list[Any]:
+        """What its judgements depend on, for shard fingerprints."""
+        return [self.backend, model_stamp(self.model), self.base_url, self.thinking_off]
 
 
 def parse_judge(spec: str, **options: Any) -> Judge:
@@ -568,227 +561,62 @@ def _csv_rows(path: Path) -> list[_Row]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics (numpy only)
-
-
-def rank_average(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the average of their ranks."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    order = np.argsort(x, kind="mergesort")
-    ordered = x[order]
-    cuts = np.flatnonzero(np.diff(ordered) != 0) + 1
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [n]))
-    ranks = np.empty(n)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
-    """Spearman's rho: Pearson's correlation of the average ranks; None when undefined
-    (fewer than 2 values, or all values of one side equal)."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(a) != len(b):
-        raise ValueError("spearman needs two sequences of the same length")
-    if len(a) < 2:
-        return None
-    return _pearson(rank_average(a), rank_average(b))
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    da, db = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float(np.dot(da, da)) * float(np.dot(db, db)))
-    if denom == 0:
-        return None
-    return float(np.clip(np.dot(da, db) / denom, -1.0, 1.0))
-
-
-def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
-    """Kendall's tau-b (ties on either side corrected); None when undefined."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(a) != len(b):
-        raise ValueError("kendall_tau_b needs two sequences of the same length")
-    n = len(a)
-    if n < 2:
-        return None
-    s = 0.0
-    for i in range(n - 1):
-        s += float(np.sum(np.sign(a[i + 1 :] - a[i]) * np.sign(b[i + 1 :] - b[i])))
-    pairs = n * (n - 1) / 2
-
-    def tied(v: np.ndarray) -> float:
-        _, counts = np.unique(v, return_counts=True)
-        return float(np.sum(counts * (counts - 1) / 2))
-
-    denom = math.sqrt((pairs - tied(a)) * (pairs - tied(b)))
-    if denom == 0:
-        return None
-    return float(np.clip(s / denom, -1.0, 1.0))
-
-
-def bland_altman(
-    judge: Sequence[float] | np.ndarray, human: Sequence[float] | np.ndarray
-) -> dict[str, float | None]:
-    """Bland-Altman summary of judge - human: mean difference (systematic bias), the standard
-    deviation of the differences and the 95 % limits of agreement (mean +- 1.96 sd)."""
-    d = np.asarray(judge, dtype=float) - np.asarray(human, dtype=float)
-    if len(d) == 0:
-        return {"mean_diff": None, "sd": None, "loa_low": None, "loa_high": None}
-    mean = float(d.mean())
-    sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-    return {
-        "mean_diff": mean,
-        "sd": sd,
-        "loa_low": mean - 1.96 * sd,
-        "loa_high": mean + 1.96 * sd,
-    }
-
-
-def _mean_of_judge_means(stack: np.ndarray) -> np.ndarray:
-    """(..., windows, judges) with NaN for unscored -> (...,): the mean over judges of each
-    judge's mean over its scored windows (judges without any score left out)."""
-    valid = ~np.isnan(stack)
-    counts = valid.sum(axis=-2)
-    sums = np.where(valid, stack, 0.0).sum(axis=-2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-    has = counts > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out: np.ndarray = np.where(has, means, 0.0).sum(axis=-1) / has.sum(axis=-1)
-    return out
-
-
-def bootstrap_mean(
-    matrix: Sequence[Sequence[float]] | np.ndarray,
-    *,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high): the mean over judges (columns) of each judge's mean over windows
-    (rows), NaN meaning unscored, and its percentile confidence interval from resampling the
-    windows with replacement (seeded). A 1-D input is one judge."""
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim == 1:
-        m = m[:, None]
-    m = m[~np.isnan(m).all(axis=1)]
-    if m.shape[0] == 0:
-        return None, None, None
-    point = float(_mean_of_judge_means(m))
-    if resamples <= 0 or m.shape[0] == 1:
-        return point, point, point
-    rng = np.random.default_rng(seed)
-    stats = []
-    batch = max(1, 2_000_000 // max(1, m.size))
-    done = 0
-    while done < resamples:
-        size = min(batch, resamples - done)
-        idx = rng.integers(0, m.shape[0], size=(size, m.shape[0]))
-        stats.append(_mean_of_judge_means(m[idx]))
-        done += size
-    values = np.concatenate(stats)
-    values = values[~np.isnan(values)]
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return point, float(low), float(high)
-
-
-def pairwise(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    *,
-    tie_margin: float = 0.0,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Win/tie/loss of system a against b over the windows both have a score for (a wins when
-    its score is higher by more than `tie_margin`), and the mean difference a - b with a
-    bootstrap confidence interval."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    both = ~np.isnan(x) & ~np.isnan(y)
-    d = x[both] - y[both]
-    n = int(len(d))
-    win, loss = int(np.sum(d > tie_margin)), int(np.sum(d < -tie_margin))
-    mean, low, high = bootstrap_mean(d, resamples=resamples, confidence=confidence, seed=seed)
-    return {
-        "n": n,
-        "win": win,
-        "tie": n - win - loss,
-        "loss": loss,
-        "mean_diff": mean,
-        "ci": [low, high],
-    }
-
-
-def _seed(base: int, *parts: str) -> int:
-    """A seed for one statistic: stable for its key, so adding a system changes no other."""
-    return (base * 1_000_003 + zlib.crc32("\x1f".join(parts).encode())) % (2**32)
-
-
-# ---------------------------------------------------------------------------------------------
 # Shards
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     """A folder name for a system or judge label: safe characters and a short hash."""
     safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._")[:48] or "x"
     return f"{safe}-{zlib.crc32(name.encode()):08x}"
 
 
-def _folder_stamp(name: str) -> Any:
-    """Identity of a model: a local folder's files (names, sizes, times), else its name."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        return [name, [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+def model_stamp(model: str) -> Any:
+    """Identity of a model: its name, with a local folder's `folder_stamp` or a local file's
+    size and time."""
+    path = Path(model).expanduser()
     if path.is_file():
-        return [name, path.stat().st_size, path.stat().st_mtime_ns]
-    return name
+        return [model, path.stat().st_size, path.stat().st_mtime_ns]
+    return [model, folder_stamp(path)]
 
 
-def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
-
-
-class _Shards:
-    """Parts of one result in a folder, each named by its index and a fingerprint; parts that
-    no longer match are removed at the end (`finish`)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.used: set[str] = set()
-
-    def path(self, index: int, fingerprint: str) -> Path:
-        name = f"part-{index:04d}-{fingerprint[:20]}.parquet"
-        self.used.add(name)
-        return self.folder / name
-
-    def finish(self) -> None:
-        for p in self.folder.glob("part-*.parquet"):
-            if p.name not in self.used:
-                p.unlink()
-
-
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def sharded(
+    folder: Path,
+    items: Sequence[Any],
+    size: int,
+    fingerprint: Callable[[int, Sequence[Any]], Any],
+    make: Callable[[int, Sequence[Any]], pl.DataFrame],
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> list[pl.DataFrame]:
+    """The frames of `items` in parts of `size`: each part is a shard in `folder` named by its
+    index and `fingerprint(index, part)`, made by `make(index, part)` only when no shard of
+    that name is there. Shards that no longer match are removed at the end. After each part,
+    `on_progress` gets `progress` with `done` and `total`."""
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    used: set[str] = set()
+    frames = []
+    for index, part in enumerate(parts):
+        path = folder / f"part-{index:04d}-{digest_json(fingerprint(index, part))[:20]}.parquet"
+        used.add(path.name)
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(make(index, part).lazy(), path)
+        frames.append(pl.read_parquet(path))
+        if on_progress is not None:
+            on_progress({**(progress or {}), "done": index + 1, "total": len(parts)})
+    for p in folder.glob("part-*.parquet"):
+        if p.name not in used:
+            p.unlink()
+    return frames
 
 
 # ---------------------------------------------------------------------------------------------
 # Asking a judge
 
+Ask = Callable[[list[tuple[str, int]]], list[str]]
 
-def _asker(
-    backend: Backend, temperature: float, max_new_tokens: int, seed: int
-) -> Callable[[list[tuple[str, int]]], list[str]]:
+
+def asker(backend: Backend, temperature: float, max_new_tokens: int, seed: int) -> Ask:
     """`ask(batch of (prompt, letters)) -> replies`, one backend call per reply shape; each call
     gets its own seed, derived from `seed` and the number of calls before it, so a shard's
     replies do not depend on what other shards were asked before."""
@@ -816,7 +644,7 @@ def _asker(
 
 
 @dataclass
-class _Vote:
+class Vote:
     """One asked-for score set: a prompt, its reply shape and its validator."""
 
     key: Any
@@ -825,8 +653,8 @@ class _Vote:
     parse: Callable[[str], tuple[list[int] | None, str | None]]
 
 
-def _ask_until_valid(
-    items: Sequence[_Vote], ask: Callable[[list[tuple[str, int]]], list[str]], retries: int
+def ask_until_valid(
+    items: Sequence[Vote], ask: Ask, retries: int
 ) -> tuple[dict[Any, list[list[int]]], dict[Any, list[str]]]:
     """Valid score lists per key, and the reasons of rejected replies per key: every pending
     item asked in one batch, the invalid ones asked again up to `retries` more times."""
@@ -847,6 +675,16 @@ def _ask_until_valid(
                 valid.setdefault(vote.key, []).append(scores)
         pending = again
     return valid, reasons
+
+
+def check_judges(judges: Sequence[Judge], command: str) -> list[str]:
+    """The judges' names; a ConfigError when there is none or two share a name."""
+    if not judges:
+        raise ConfigError(f"{command} needs at least one judge")
+    labels = [j.name for j in judges]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"judge names must differ (name them NAME=MODEL): {', '.join(labels)}")
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -884,8 +722,7 @@ class EvalSettings:
     def check(self) -> None:
         if self.rubric not in RUBRICS:
             raise ConfigError(f"unknown rubric {self.rubric!r} (use {', '.join(RUBRICS)})")
-        if self.language not in _TEXT:
-            raise ConfigError(f"unknown judge language {self.language!r} (use en or zh)")
+        check_language(self.language)
         if self.votes < 1 or self.retries < 0 or self.max_new_tokens < 1:
             raise ConfigError("eval needs votes >= 1, retries >= 0 and max_new_tokens >= 1")
         if self.temperature < 0 or self.context_lines < 0 or self.shard_size < 1:
@@ -934,22 +771,40 @@ TRANSLATION_SCHEMA: dict[str, Any] = {
     "retries": pl.UInt32,
     "splits": pl.UInt32,
 }
+#: a translation shard: TRANSLATION_SCHEMA of one system
+_SHARD_SCHEMA = {k: v for k, v in TRANSLATION_SCHEMA.items() if k != "system"}
 
 
-class _Backends:
-    """Backends loaded on first use and kept while some later step needs them; `common` are
-    the loading options every model shares (dtype, remote code, vLLM engine settings)."""
+class Backends:
+    """Backends loaded on first use and kept while some later step needs them; every model
+    loads with the options all share (dtype, remote code, vLLM engine settings)."""
 
-    def __init__(self, factory: BackendFactory, **common: Any) -> None:
-        self.factory = factory
-        self.common = common
+    def __init__(self, factory: BackendFactory | None, options: ModelOptions) -> None:
+        self.factory = factory or make_backend
+        self.common = {
+            "dtype": options.dtype,
+            "trust_remote_code": options.trust_remote_code,
+            "vllm": options.vllm,
+        }
         self.held: dict[tuple[str, str, str], Backend] = {}
 
     def get(self, key: tuple[str, str, str], **kwargs: Any) -> Backend:
+        """The backend of `key` (kind, model, base URL), loaded with `kwargs` if it is not yet."""
         if key not in self.held:
             options = {**self.common, **kwargs}
             self.held[key] = self.factory(key[0], key[1], base_url=key[2], **options)
         return self.held[key]
+
+    def judge(self, j: Judge) -> Backend:
+        """The backend of a judge (chat only: no tokenizer needed)."""
+        return self.get(
+            j.key,
+            api_key_env=j.api_key_env,
+            concurrency=j.concurrency,
+            timeout=j.timeout,
+            tokenizer=False,
+            thinking_off=j.thinking_off,
+        )
 
     def release(self, key: tuple[str, str, str]) -> None:
         if self.held.pop(key, None) is not None:
@@ -961,10 +816,6 @@ class _Backends:
                     torch.cuda.empty_cache()
             except ImportError:  # pragma: no cover - torch is there whenever a model ran
                 pass
-
-
-def _judge_key(j: Judge) -> tuple[str, str, str]:
-    return (j.backend, j.model, j.base_url)
 
 
 def _model_key(system: System, m: ModelOptions) -> tuple[str, str, str]:
@@ -992,30 +843,22 @@ def run_eval(
     settings = settings or EvalSettings()
     settings.check()
     mopts = model_options or ModelOptions()
-    if not judges:
-        raise ConfigError("eval needs at least one judge")
+    labels = check_judges(judges, "eval")
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise ConfigError(f"system names must differ: {', '.join(names)}")
-    labels = [j.name for j in judges]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"judge names must differ (name them NAME=MODEL): {', '.join(labels)}")
     windows, left_out = load_eval_windows(Path(data), limit, settings.seed)
     everyone = [System(REFERENCE, "reference"), *[s for s in systems if s.name != REFERENCE]]
     texts: dict[str, dict[str, Lines]] = {REFERENCE: {w.window_id: w.reference() for w in windows}}
     for s in everyone:
         if s.kind == "file":  # read every file before any model loads: errors come first
             texts[s.name] = read_translations(Path(s.source), windows)
-    shards = Path(out) / "shards"
+    out = Path(out)
+    shards = out / "shards"
     if force:
         shutil.rmtree(shards, ignore_errors=True)
-    backends = _Backends(
-        backend_factory or make_backend,
-        dtype=mopts.dtype,
-        trust_remote_code=mopts.trust_remote_code,
-        vllm=mopts.vllm,
-    )
-    judge_keys = {_judge_key(j) for j in judges}
+    backends = Backends(backend_factory, mopts)
+    judge_keys = {j.key for j in judges}
     system_info: dict[str, dict[str, Any]] = {}
     for s in everyone:
         info: dict[str, Any] = {"kind": s.kind, "source": s.source or "test data ref_lines"}
@@ -1031,28 +874,28 @@ def run_eval(
         info["missing_lines"] = sum(t is None for t in lines)
         system_info[s.name] = info
     frames = []
-    judge_info: dict[str, dict[str, Any]] = {}
     for j in judges:
         for s in everyone:
-            frames.append(
-                _judge_system(
-                    s.name, texts[s.name], windows, j, backends, settings, shards, on_progress
-                )
+            frames += _judge_system(
+                s.name, texts[s.name], windows, j, backends, settings, shards, on_progress
             )
-        backends.release(_judge_key(j))
-        judge_info[j.name] = {
-            "model": j.model,
-            "backend": j.backend,
-            **({"base_url": j.base_url} if j.base_url else {}),
-        }
+        backends.release(j.key)
     judgements = pl.concat(frames).sort("judge", "system", "window_id", "dimension")
-    out = Path(out)
-    _write_atomic(judgements, out / "judgements.parquet")
-    _write_atomic(_translations_frame(everyone, texts, system_info), out / "translations.parquet")
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(judgements.lazy(), out / "judgements.parquet")
+    write_parquet_atomic(
+        _translations_frame(everyone, texts, system_info).lazy(), out / "translations.parquet"
+    )
     summary = summarize(judgements, windows, [s.name for s in everyone], labels, texts, settings)
     summary["systems"] = system_info
-    for name, info in summary["judges"].items():
-        info.update(judge_info[name])
+    for j in judges:
+        summary["judges"][j.name].update(
+            {
+                "model": j.model,
+                "backend": j.backend,
+                **({"base_url": j.base_url} if j.base_url else {}),
+            }
+        )
     summary["data"] = {"path": str(data), "windows": len(windows), "left_out": left_out}
     summary["settings"] = asdict(settings)
     summary["translation"] = {
@@ -1070,22 +913,20 @@ def _translations_frame(
 ) -> pl.DataFrame:
     rows: dict[str, list[Any]] = {k: [] for k in TRANSLATION_SCHEMA}
     for s in systems:
-        stats = info[s.name].get("per_window", {})
+        stats = info[s.name].pop("per_window", {})
         for wid, lines in texts[s.name].items():
             rows["window_id"].append(wid)
             rows["system"].append(s.name)
             rows["lines"].append(lines)
             rows["retries"].append(stats.get(wid, (0, 0))[0])
             rows["splits"].append(stats.get(wid, (0, 0))[1])
-    for s in systems:
-        info[s.name].pop("per_window", None)
     return pl.DataFrame(rows, schema=TRANSLATION_SCHEMA)
 
 
 def _translate_system(
     system: System,
     windows: list[EvalWindow],
-    backends: _Backends,
+    backends: Backends,
     m: ModelOptions,
     settings: EvalSettings,
     shards: Path,
@@ -1094,7 +935,6 @@ def _translate_system(
     """The system's core lines of every window, translated in shards (resumed)."""
     from alpo.translate import TranslateSettings, Unit, translate_units
 
-    folder = _Shards(shards / "translate" / _slug(system.name))
     tsettings = TranslateSettings(
         window=1 << 30,  # the whole window is one prompt, as in training
         context=0,
@@ -1106,77 +946,59 @@ def _translate_system(
     )
     tsettings.check()
     identity = {
-        "model": _folder_stamp(system.source),
+        "model": model_stamp(system.source),
         "backend": m.backend,
         "base_url": m.base_url,
         "dtype": m.dtype,
         "translate": asdict(tsettings),
     }
-    key = _model_key(system, m)
-    parts = _chunks(windows, settings.shard_size)
+
+    def fingerprint(_: int, chunk: Sequence[EvalWindow]) -> Any:
+        return [
+            identity,
+            [
+                (w.window_id, w.pair, w.src_lines, w.core_start, w.core_end, w.glossary)
+                for w in chunk
+            ],
+        ]
+
+    def translate(_: int, chunk: Sequence[EvalWindow]) -> pl.DataFrame:
+        backend = backends.get(
+            _model_key(system, m),
+            api_key_env=m.api_key_env,
+            concurrency=m.concurrency,
+            timeout=m.timeout,
+            max_batch=m.max_batch,
+        )
+        tokenizer = getattr(backend, "tokenizer", None) or models.load_tokenizer(
+            system.source, m.trust_remote_code
+        )
+        rows: dict[str, list[Any]] = {k: [] for k in _SHARD_SCHEMA}
+        for pair in sorted({w.pair for w in chunk}):
+            mine = [w for w in chunk if w.pair == pair]
+            units = [Unit(list(w.src_lines), list(w.glossary)) for w in mine]
+            results = translate_units(units, backend, tokenizer, pair, tsettings)
+            for w, r in zip(mine, results, strict=True):
+                rows["window_id"].append(w.window_id)
+                rows["lines"].append(r.lines[w.core_start : w.core_end])
+                rows["retries"].append(r.retries)
+                rows["splits"].append(r.splits)
+        return pl.DataFrame(rows, schema=_SHARD_SCHEMA)
+
+    frames = sharded(
+        shards / "translate" / slug(system.name),
+        windows,
+        settings.shard_size,
+        fingerprint,
+        translate,
+        on_progress,
+        {"stage": "translate", "system": system.name},
+    )
     texts: dict[str, Lines] = {}
     per_window: dict[str, tuple[int, int]] = {}
-    for index, chunk in enumerate(parts):
-        fp = _digest(
-            [
-                identity,
-                [
-                    (w.window_id, w.pair, w.src_lines, w.core_start, w.core_end, w.glossary)
-                    for w in chunk
-                ],
-            ]
-        )
-        path = folder.path(index, fp)
-        if not path.is_file():
-            backend = backends.get(
-                key,
-                api_key_env=m.api_key_env,
-                concurrency=m.concurrency,
-                timeout=m.timeout,
-                max_batch=m.max_batch,
-            )
-            tokenizer = getattr(backend, "tokenizer", None) or models.load_tokenizer(
-                system.source, m.trust_remote_code
-            )
-            eos = str(getattr(tokenizer, "eos_token", None) or "")
-            rows: dict[str, list[Any]] = {"window_id": [], "lines": [], "retries": [], "splits": []}
-            for pair in sorted({w.pair for w in chunk}):
-                mine = [w for w in chunk if w.pair == pair]
-                units = [Unit(list(w.src_lines), list(w.glossary)) for w in mine]
-                results = translate_units(units, backend, tokenizer, pair, tsettings)
-                for w, r in zip(mine, results, strict=True):
-                    rows["window_id"].append(w.window_id)
-                    rows["lines"].append(
-                        [_without_eos(t, eos) for t in r.lines[w.core_start : w.core_end]]
-                    )
-                    rows["retries"].append(r.retries)
-                    rows["splits"].append(r.splits)
-            _write_atomic(
-                pl.DataFrame(
-                    rows,
-                    schema={
-                        "window_id": pl.String,
-                        "lines": pl.List(pl.String),
-                        "retries": pl.UInt32,
-                        "splits": pl.UInt32,
-                    },
-                ),
-                path,
-            )
-        frame = pl.read_parquet(path)
-        for wid, lines, retries, splits in frame.iter_rows():
-            texts[wid] = [t if t is not None and t.strip() else None for t in lines]
-            per_window[wid] = (retries, splits)
-        if on_progress is not None:
-            on_progress(
-                {
-                    "stage": "translate",
-                    "system": system.name,
-                    "done": index + 1,
-                    "total": len(parts),
-                }
-            )
-    folder.finish()
+    for wid, lines, retries, splits in pl.concat(frames).iter_rows():
+        texts[wid] = [t if t is not None and t.strip() else None for t in lines]
+        per_window[wid] = (retries, splits)
     return texts, {
         "backend": m.backend,
         "retries": sum(r for r, _ in per_window.values()),
@@ -1185,12 +1007,17 @@ def _translate_system(
     }
 
 
-def _without_eos(text: str | None, eos: str) -> str | None:
-    """A translated line without the end-of-sequence text that the decoded answer of a window
-    can carry after its last line."""
-    if text is not None and eos and text.endswith(eos):
-        return text[: -len(eos)].rstrip()
-    return text
+#: the settings that shape a judgement (not how it is summarized)
+_JUDGE_SETTINGS = (
+    "rubric",
+    "votes",
+    "retries",
+    "temperature",
+    "max_new_tokens",
+    "language",
+    "context_lines",
+    "seed",
+)
 
 
 def _judge_system(
@@ -1198,74 +1025,38 @@ def _judge_system(
     texts: dict[str, Lines],
     windows: list[EvalWindow],
     judge: Judge,
-    backends: _Backends,
+    backends: Backends,
     settings: EvalSettings,
     shards: Path,
     on_progress: Callable[[dict[str, Any]], None] | None,
-) -> pl.DataFrame:
+) -> list[pl.DataFrame]:
     """One judge's scores of one system on every window, in shards (resumed)."""
-    folder = _Shards(shards / "judge" / _slug(judge.name) / _slug(system))
     identity = {
-        "judge": [judge.backend, _folder_stamp(judge.model), judge.base_url, judge.thinking_off],
-        "settings": {
-            k: v
-            for k, v in asdict(settings).items()
-            if k
-            in (
-                "rubric",
-                "votes",
-                "retries",
-                "temperature",
-                "max_new_tokens",
-                "language",
-                "context_lines",
-                "seed",
-            )
-        },
+        "judge": judge.stamp(),
+        "settings": {k: v for k, v in asdict(settings).items() if k in _JUDGE_SETTINGS},
     }
-    parts = _chunks(windows, settings.shard_size)
-    frames = []
-    for index, chunk in enumerate(parts):
-        fp = _digest(
-            [
-                identity,
-                index,
-                [
-                    (w.window_id, w.pair, w.src_lines, w.core_start, w.core_end, texts[w.window_id])
-                    for w in chunk
-                ],
-            ]
-        )
-        path = folder.path(index, fp)
-        if not path.is_file():
-            backend = backends.get(
-                _judge_key(judge),
-                api_key_env=judge.api_key_env,
-                concurrency=judge.concurrency,
-                timeout=judge.timeout,
-                tokenizer=False,
-                thinking_off=judge.thinking_off,
-            )
-            ask = _asker(
-                backend,
-                settings.temperature,
-                settings.max_new_tokens,
-                _seed(settings.seed, judge.name, system, str(index)),
-            )
-            _write_atomic(_judge_chunk(system, texts, chunk, judge.name, ask, settings), path)
-        frames.append(pl.read_parquet(path))
-        if on_progress is not None:
-            on_progress(
-                {
-                    "stage": "judge",
-                    "judge": judge.name,
-                    "system": system,
-                    "done": index + 1,
-                    "total": len(parts),
-                }
-            )
-    folder.finish()
-    return pl.concat(frames)
+
+    def fingerprint(index: int, chunk: Sequence[EvalWindow]) -> Any:
+        content = [
+            (w.window_id, w.pair, w.src_lines, w.core_start, w.core_end, texts[w.window_id])
+            for w in chunk
+        ]
+        return [identity, index, content]
+
+    def judge_chunk(index: int, chunk: Sequence[EvalWindow]) -> pl.DataFrame:
+        seed = seed_for(settings.seed, judge.name, system, str(index))
+        ask = asker(backends.judge(judge), settings.temperature, settings.max_new_tokens, seed)
+        return _judge_chunk(system, texts, chunk, judge.name, ask, settings)
+
+    return sharded(
+        shards / "judge" / slug(judge.name) / slug(system),
+        windows,
+        settings.shard_size,
+        fingerprint,
+        judge_chunk,
+        on_progress,
+        {"stage": "judge", "judge": judge.name, "system": system},
+    )
 
 
 def _judge_chunk(
@@ -1273,37 +1064,20 @@ def _judge_chunk(
     texts: dict[str, Lines],
     chunk: Sequence[EvalWindow],
     judge_name: str,
-    ask: Callable[[list[tuple[str, int]]], list[str]],
+    ask: Ask,
     s: EvalSettings,
 ) -> pl.DataFrame:
-    c = s.context_lines
-    votes: list[_Vote] = []
-    for w in chunk:
-        src, _, tgt = w.pair.partition("-")
-        before = w.src_lines[max(0, w.core_start - c) : w.core_start] if c else []
-        after = w.src_lines[w.core_end : w.core_end + c] if c else []
-        lines = w.src_lines[w.core_start : w.core_end]
-        shown = texts[w.window_id]
-        for v in range(s.votes):
-            if s.rubric == "joint":
-                prompt = render_eval_prompt(before, lines, after, shown, src, tgt, None, s.language)
-                votes.append(_Vote((w.window_id, None, v), prompt, 3, parse_joint))
-                continue
-            for d in DIMENSIONS:
-                prompt = render_eval_prompt(before, lines, after, shown, src, tgt, d, s.language)
-                votes.append(
-                    _Vote((w.window_id, d, v), prompt, 1, lambda r: judging.parse_scores(r, 1))
-                )
-    valid, reasons = _ask_until_valid(votes, ask, s.retries)
+    valid, reasons = ask_until_valid(_votes(texts, chunk, s), ask, s.retries)
+    joint = s.rubric == "joint"
     rows: dict[str, list[Any]] = {k: [] for k in JUDGEMENT_SCHEMA}
     for w in chunk:
         for i, d in enumerate(DIMENSIONS):
             got: list[int] = []
             why: list[str] = []
             for v in range(s.votes):
-                key = (w.window_id, None if s.rubric == "joint" else d, v)
-                got += [scores[i if s.rubric == "joint" else 0] for scores in valid.get(key, [])]
-                if s.rubric != "joint" or i == 0:  # a joint reply's failure counts once
+                key = (w.window_id, None if joint else d, v)
+                got += [scores[i if joint else 0] for scores in valid.get(key, [])]
+                if not joint or i == 0:  # a joint reply's failure counts once
                     why += reasons.get(key, [])
             rows["window_id"].append(w.window_id)
             rows["direction"].append(w.pair)
@@ -1317,8 +1091,34 @@ def _judge_chunk(
     return pl.DataFrame(rows, schema=JUDGEMENT_SCHEMA)
 
 
+def _votes(texts: dict[str, Lines], chunk: Sequence[EvalWindow], s: EvalSettings) -> list[Vote]:
+    """The prompts of a chunk: per window and vote, one joint prompt or one per dimension."""
+    c = s.context_lines
+    votes: list[Vote] = []
+    for w in chunk:
+        src, _, tgt = w.pair.partition("-")
+        before = w.src_lines[max(0, w.core_start - c) : w.core_start] if c else []
+        after = w.src_lines[w.core_end : w.core_end + c] if c else []
+        lines = w.src_lines[w.core_start : w.core_end]
+        shown = texts[w.window_id]
+        for v in range(s.votes):
+            if s.rubric == "joint":
+                prompt = render_eval_prompt(before, lines, after, shown, src, tgt, None, s.language)
+                votes.append(Vote((w.window_id, None, v), prompt, 3, parse_joint))
+                continue
+            for d in DIMENSIONS:
+                prompt = render_eval_prompt(before, lines, after, shown, src, tgt, d, s.language)
+                votes.append(Vote((w.window_id, d, v), prompt, 1, parse_one))
+    return votes
+
+
 # ---------------------------------------------------------------------------------------------
 # Summary
+
+#: (system, dimension) -> windows x judges scores (NaN: unscored)
+Cube = dict[tuple[str, str], np.ndarray]
+#: direction -> system -> dimension -> each window's mean over judges
+WindowScores = dict[str, dict[str, dict[str, list[float | None]]]]
 
 
 def summarize(
@@ -1332,10 +1132,9 @@ def summarize(
     """scores.json: means with confidence intervals per direction, system, judge (and over
     judges, `all`) and dimension; pairwise win/tie/loss; judge failures; example windows."""
     directions = sorted({w.pair for w in windows})
-    # score[(direction, system, dimension)] = windows x judges matrix (NaN: unscored)
     index = {w.window_id: i for i, w in enumerate(windows)}
     jpos = {j: k for k, j in enumerate(judges)}
-    cube: dict[tuple[str, str], np.ndarray] = {
+    cube: Cube = {
         (s, d): np.full((len(windows), len(judges)), np.nan) for s in systems for d in DIMENSIONS
     }
     for wid, system, judge, dim, score in judgements.select(
@@ -1344,55 +1143,89 @@ def summarize(
         if score is not None:
             cube[(system, dim)][index[wid], jpos[judge]] = score
     rows_of = {p: np.array([i for i, w in enumerate(windows) if w.pair == p]) for p in directions}
-    reps, conf = settings.bootstrap, settings.confidence
+    scores, window_scores = _scores(cube, rows_of, systems, judges, settings)
+    return {
+        "dimensions": list(DIMENSIONS),
+        "directions": {p: {"windows": len(rows_of[p])} for p in directions},
+        "judges": _judge_failures(judgements, systems, judges),
+        "scores": scores,
+        "pairwise": _pairwise(cube, rows_of, systems, settings),
+        "window_scores": {
+            p: {"window_ids": [windows[i].window_id for i in rows_of[p]], **window_scores[p]}
+            for p in directions
+        },
+        "examples": _examples(windows, systems, texts, window_scores, rows_of, settings),
+    }
+
+
+def _scores(
+    cube: Cube,
+    rows_of: dict[str, np.ndarray],
+    systems: Sequence[str],
+    judges: Sequence[str],
+    settings: EvalSettings,
+) -> tuple[dict[str, Any], WindowScores]:
+    """Per direction, system, judge (and `all`) and dimension: the mean with its interval and
+    the windows scored; and every window's score (mean over judges)."""
     scores: dict[str, Any] = {}
-    window_scores: dict[str, dict[str, dict[str, list[float | None]]]] = {}
-    for p in directions:
-        rows = rows_of[p]
-        scores[p] = {}
-        window_scores[p] = {}
+    window_scores: WindowScores = {}
+    for p, rows in rows_of.items():
+        scores[p] = {s: {} for s in systems}
+        window_scores[p] = {s: {} for s in systems}
         for s in systems:
-            scores[p][s] = {}
-            window_scores[p][s] = {}
             for d in DIMENSIONS:
                 m = cube[(s, d)][rows]
                 for k, j in [(None, "all"), *enumerate(judges)]:
                     sub = m if k is None else m[:, [k]]
                     mean, low, high = bootstrap_mean(
-                        sub, resamples=reps, confidence=conf, seed=_seed(settings.seed, p, s, d)
+                        sub,
+                        resamples=settings.bootstrap,
+                        confidence=settings.confidence,
+                        seed=seed_for(settings.seed, p, s, d),
                     )
-                    scored = int((~np.isnan(sub).all(axis=1)).sum())
                     scores[p][s].setdefault(j, {})[d] = {
-                        "mean": _round(mean),
-                        "ci": [_round(low), _round(high)],
-                        "n": scored,
+                        "mean": rounded(mean),
+                        "ci": [rounded(low), rounded(high)],
+                        "n": int((~np.isnan(sub).all(axis=1)).sum()),
                     }
-                window_scores[p][s][d] = [_round(v) for v in _window_means(m)]
+                window_scores[p][s][d] = [rounded(v) for v in nan_mean(m, axis=1)]
+    return scores, window_scores
+
+
+def _pairwise(
+    cube: Cube, rows_of: dict[str, np.ndarray], systems: Sequence[str], settings: EvalSettings
+) -> dict[str, Any]:
+    """Per direction and dimension, win/tie/loss of every pair of systems over windows."""
     pairs: dict[str, Any] = {}
-    for p in directions:
+    for p, rows in rows_of.items():
         pairs[p] = {}
         for d in DIMENSIONS:
             pairs[p][d] = []
-            for x in range(len(systems)):
-                for y in range(x + 1, len(systems)):
-                    a, bb = systems[x], systems[y]
-                    r = pairwise(
-                        _window_means(cube[(a, d)][rows_of[p]]),
-                        _window_means(cube[(bb, d)][rows_of[p]]),
-                        tie_margin=settings.tie_margin,
-                        seed=_seed(settings.seed, p, d, a, bb),
-                        resamples=reps,
-                        confidence=conf,
-                    )
-                    pairs[p][d].append(
-                        {
-                            "system": a,
-                            "other": bb,
-                            **r,
-                            "mean_diff": _round(r["mean_diff"]),
-                            "ci": [_round(v) for v in r["ci"]],
-                        }
-                    )
+            for a, b in combinations(systems, 2):
+                r = pairwise(
+                    nan_mean(cube[(a, d)][rows], axis=1),
+                    nan_mean(cube[(b, d)][rows], axis=1),
+                    tie_margin=settings.tie_margin,
+                    seed=seed_for(settings.seed, p, d, a, b),
+                    resamples=settings.bootstrap,
+                    confidence=settings.confidence,
+                )
+                pairs[p][d].append(
+                    {
+                        "system": a,
+                        "other": b,
+                        **r,
+                        "mean_diff": rounded(r["mean_diff"]),
+                        "ci": [rounded(v) for v in r["ci"]],
+                    }
+                )
+    return pairs
+
+
+def _judge_failures(
+    judgements: pl.DataFrame, systems: Sequence[str], judges: Sequence[str]
+) -> dict[str, Any]:
+    """Per judge, and per judge and system: rejected replies (and why), unscored, judged."""
     failures: dict[str, dict[str, Any]] = {}
     for (judge, system), group in judgements.group_by("judge", "system"):
         reasons: dict[str, int] = {}
@@ -1405,49 +1238,23 @@ def summarize(
             "judged": group.height,
             "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         }
-    judge_summary = {
-        j: {
-            "rejected_replies": sum(v["rejected_replies"] for v in failures.get(j, {}).values()),
-            "unscored": sum(v["unscored"] for v in failures.get(j, {}).values()),
-            "judged": sum(v["judged"] for v in failures.get(j, {}).values()),
-            "by_system": {s: failures[j][s] for s in systems if s in failures.get(j, {})},
+    out = {}
+    for j in judges:
+        mine = failures.get(j, {})
+        out[j] = {
+            "rejected_replies": sum(v["rejected_replies"] for v in mine.values()),
+            "unscored": sum(v["unscored"] for v in mine.values()),
+            "judged": sum(v["judged"] for v in mine.values()),
+            "by_system": {s: mine[s] for s in systems if s in mine},
         }
-        for j in judges
-    }
-    return {
-        "dimensions": list(DIMENSIONS),
-        "directions": {p: {"windows": len(rows_of[p])} for p in directions},
-        "judges": judge_summary,
-        "scores": scores,
-        "pairwise": pairs,
-        "window_scores": {
-            p: {"window_ids": [windows[i].window_id for i in rows_of[p]], **window_scores[p]}
-            for p in directions
-        },
-        "examples": _examples(windows, systems, texts, window_scores, rows_of, settings),
-    }
-
-
-def _window_means(m: np.ndarray) -> np.ndarray:
-    """Per window, the mean over the judges that scored it (NaN if none did)."""
-    valid = ~np.isnan(m)
-    counts = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out: np.ndarray = np.where(valid, m, 0.0).sum(axis=1) / counts
     return out
-
-
-def _round(v: float | None, digits: int = 3) -> float | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return round(float(v), digits)
 
 
 def _examples(
     windows: Sequence[EvalWindow],
     systems: Sequence[str],
     texts: dict[str, dict[str, Lines]],
-    window_scores: dict[str, dict[str, dict[str, list[float | None]]]],
+    window_scores: WindowScores,
     rows_of: dict[str, np.ndarray],
     settings: EvalSettings,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -1483,348 +1290,3 @@ def _examples(
             )
         out[p] = picked
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Agreement with human scores
-
-
-@dataclass
-class HumanRow:
-    """One human-scored translation."""
-
-    row: int
-    direction: str
-    source: str
-    translation: str
-    human: float
-    window_id: str = ""
-    system: str = ""
-
-
-def read_human_scores(path: Path) -> list[HumanRow]:
-    """Human scores from a CSV (UTF-8, header row): `direction` (or `pair`, SRC-TGT), `source`,
-    `translation` and `human` (0..100), optionally `window_id` and `system`. A text may hold
-    several lines (a quoted field with line breaks)."""
-    if path.suffix.lower() != ".csv":
-        raise InputError(f"{path}: human scores must be a .csv file")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        header = set(reader.fieldnames or [])
-        where = "direction" if "direction" in header else "pair"
-        missing = {where, "source", "translation", "human"} - header
-        if missing:
-            raise InputError(
-                f"{path}: missing column(s) {', '.join(sorted(missing))} (needs direction or "
-                "pair, source, translation, human)"
-            )
-        for record in reader:
-            line = reader.line_num
-            pair = (record[where] or "").strip()
-            src, _, tgt = pair.partition("-")
-            if not src or not tgt:
-                raise InputError(f"{path}: row {line}: direction {pair!r} is not SRC-TGT")
-            try:
-                language_name(src), language_name(tgt)
-            except ConfigError as e:
-                raise InputError(f"{path}: row {line}: {e}") from None
-            try:
-                human = float(record["human"])
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"{path}: row {line}: human score {record['human']!r} is not a number"
-                ) from None
-            if not 0 <= human <= 100 or math.isnan(human):
-                raise InputError(f"{path}: row {line}: human score {human} is outside 0..100")
-            source, translation = record["source"] or "", record["translation"] or ""
-            if not source.strip() or not translation.strip():
-                raise InputError(f"{path}: row {line}: empty source or translation")
-            rows.append(
-                HumanRow(
-                    line,
-                    pair,
-                    source,
-                    translation,
-                    human,
-                    (record.get("window_id") or "").strip(),
-                    (record.get("system") or "").strip(),
-                )
-            )
-    if not rows:
-        raise InputError(f"{path}: no rows")
-    return rows
-
-
-@dataclass
-class AgreementSettings:
-    """How `alpo eval agreement` judges the human-scored translations."""
-
-    #: `reward` (the sample stage's listwise judge: the translations of one source judged
-    #: together, as when the judge is the reward model) or one eval dimension
-    rubric: str = "reward"
-    votes: int = 4
-    retries: int = 3
-    temperature: float = 0.3
-    max_new_tokens: int = 256
-    language: str = "en"
-    #: the paper's bar: Spearman rho >= this in every direction
-    threshold: float = TRUST_RHO
-    #: sources (reward) or rows (a dimension) per shard
-    shard_size: int = 32
-    seed: int = 1234
-
-    def check(self) -> None:
-        if self.rubric not in AGREEMENT_RUBRICS:
-            raise ConfigError(
-                f"unknown agreement rubric {self.rubric!r} (use {', '.join(AGREEMENT_RUBRICS)})"
-            )
-        if self.language not in _TEXT:
-            raise ConfigError(f"unknown judge language {self.language!r} (use en or zh)")
-        if self.votes < 1 or self.retries < 0 or self.max_new_tokens < 1 or self.shard_size < 1:
-            raise ConfigError("agreement needs votes >= 1, retries >= 0, shard size >= 1")
-        if self.temperature < 0 or not -1 <= self.threshold <= 1:
-            raise ConfigError("agreement needs temperature >= 0 and -1 <= threshold <= 1")
-
-
-AGREEMENT_SCHEMA: dict[str, Any] = {
-    "row": pl.UInt32,
-    "judge": pl.String,
-    "score": pl.Float64,
-    "votes": pl.List(pl.Float64),
-    "rejected": pl.UInt32,
-}
-
-
-def _units(rows: Sequence[HumanRow], rubric: str) -> list[list[HumanRow]]:
-    """What is judged together: with `reward`, the translations of one source (in groups of at
-    most 26, the judge's letters); otherwise each row alone."""
-    if rubric != "reward":
-        return [[r] for r in rows]
-    groups: dict[tuple[str, str], list[HumanRow]] = {}
-    for r in rows:
-        groups.setdefault((r.direction, r.source), []).append(r)
-    out = []
-    for members in groups.values():
-        size = len(judging.LETTERS)
-        parts = math.ceil(len(members) / size)
-        step = math.ceil(len(members) / parts)
-        out += [members[i : i + step] for i in range(0, len(members), step)]
-    return out
-
-
-def _judge_units(
-    units: Sequence[Sequence[HumanRow]],
-    judge_name: str,
-    ask: Callable[[list[tuple[str, int]]], list[str]],
-    s: AgreementSettings,
-    rng: random.Random,
-) -> pl.DataFrame:
-    rows: dict[str, list[Any]] = {k: [] for k in AGREEMENT_SCHEMA}
-
-    def add(r: HumanRow, votes: list[float], rejected: int) -> None:
-        rows["row"].append(r.row)
-        rows["judge"].append(judge_name)
-        rows["score"].append(sum(votes) / len(votes) if votes else None)
-        rows["votes"].append(votes)
-        rows["rejected"].append(rejected)
-
-    singles: list[_Vote] = []
-    for unit in units:
-        first = unit[0]
-        src, _, tgt = first.direction.partition("-")
-        lines = first.source.split("\n")
-        if s.rubric != "reward":
-            for v in range(s.votes):
-                prompt = render_eval_prompt(
-                    [], lines, [], first.translation.split("\n"), src, tgt, s.rubric, s.language
-                )
-                singles.append(
-                    _Vote((first.row, v), prompt, 1, lambda r: judging.parse_scores(r, 1))
-                )
-        elif len(unit) == 1:
-            task = judging.JudgeTask([], lines, [], [first.translation])
-            prompt = judging.render_judge_prompt(task, [0], src, tgt, s.language)
-            for v in range(s.votes):
-                singles.append(
-                    _Vote((first.row, v), prompt, 1, lambda r: judging.parse_scores(r, 1))
-                )
-    if singles:
-        valid, reasons = _ask_until_valid(singles, ask, s.retries)
-        for unit in units:
-            if s.rubric == "reward" and len(unit) > 1:
-                continue
-            r = unit[0]
-            got = [float(x[0]) for v in range(s.votes) for x in valid.get((r.row, v), [])]
-            add(r, got, sum(len(reasons.get((r.row, v), [])) for v in range(s.votes)))
-    if s.rubric == "reward":
-        groups = [u for u in units if len(u) > 1]
-        for direction in sorted({u[0].direction for u in groups}):
-            mine = [u for u in groups if u[0].direction == direction]
-            src, _, tgt = direction.partition("-")
-            tasks = [
-                judging.JudgeTask([], u[0].source.split("\n"), [], [r.translation for r in u])
-                for u in mine
-            ]
-            results = judging.judge(
-                tasks,
-                ask,
-                src,
-                tgt,
-                votes=s.votes,
-                retries=s.retries,
-                language=s.language,
-                rng=rng,
-            )
-            for u, res in zip(mine, results, strict=True):
-                for c, r in enumerate(u):  # a rejected listwise reply counts once
-                    add(r, [float(v[c]) for v in res.votes], len(res.failures) if c == 0 else 0)
-    return pl.DataFrame(rows, schema=AGREEMENT_SCHEMA)
-
-
-def _correlations(judge: np.ndarray, human: np.ndarray, threshold: float) -> dict[str, Any]:
-    rho = spearman(judge, human) if len(judge) > 1 else None
-    return {
-        "n": int(len(judge)),
-        "spearman": _round(rho, 4),
-        "kendall": _round(kendall_tau_b(judge, human) if len(judge) > 1 else None, 4),
-        "bland_altman": {k: _round(v, 3) for k, v in bland_altman(judge, human).items()},
-        "trusted": rho is not None and rho >= threshold,
-    }
-
-
-def run_agreement(
-    human: Path,
-    judges: Sequence[Judge],
-    out: Path,
-    settings: AgreementSettings | None = None,
-    model_options: ModelOptions | None = None,
-    *,
-    force: bool = False,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-    backend_factory: BackendFactory | None = None,
-) -> dict[str, Any]:
-    """Score the human-scored translations with each judge and compare per direction:
-    Spearman's rho, Kendall's tau-b, Bland-Altman (judge - human), and whether rho reaches the
-    threshold in every direction. Writes `out/agreement.json`, `out/agreement.parquet` (every
-    row with its judge scores) and `out/report.html`. Of `model_options`, only how models load
-    (dtype, remote code, vLLM settings) applies."""
-    from alpo import report
-
-    started = time.perf_counter()
-    s = settings or AgreementSettings()
-    s.check()
-    if not judges:
-        raise ConfigError("agreement needs at least one judge")
-    labels = [j.name for j in judges]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"judge names must differ (name them NAME=MODEL): {', '.join(labels)}")
-    rows = read_human_scores(Path(human))
-    units = _units(rows, s.rubric)
-    shards = Path(out) / "shards" / "agreement"
-    if force:
-        shutil.rmtree(shards, ignore_errors=True)
-    mopts = model_options or ModelOptions()
-    backends = _Backends(
-        backend_factory or make_backend,
-        dtype=mopts.dtype,
-        trust_remote_code=mopts.trust_remote_code,
-        vllm=mopts.vllm,
-    )
-    frames = []
-    for j in judges:
-        folder = _Shards(shards / _slug(j.name))
-        identity = [
-            [j.backend, _folder_stamp(j.model), j.base_url, j.thinking_off],
-            {k: v for k, v in asdict(s).items() if k not in ("threshold",)},
-        ]
-        parts = _chunks(units, s.shard_size)
-        for index, chunk in enumerate(parts):
-            content = [[(r.row, r.direction, r.source, r.translation) for r in u] for u in chunk]
-            path = folder.path(index, _digest([identity, index, content]))
-            if not path.is_file():
-                backend = backends.get(
-                    _judge_key(j),
-                    api_key_env=j.api_key_env,
-                    concurrency=j.concurrency,
-                    timeout=j.timeout,
-                    tokenizer=False,
-                    thinking_off=j.thinking_off,
-                )
-                seed = _seed(s.seed, j.name, str(index))
-                ask = _asker(backend, s.temperature, s.max_new_tokens, seed)
-                frame = _judge_units(chunk, j.name, ask, s, random.Random(seed))
-                _write_atomic(frame, path)
-            frames.append(pl.read_parquet(path))
-            if on_progress is not None:
-                on_progress(
-                    {"stage": "judge", "judge": j.name, "done": index + 1, "total": len(parts)}
-                )
-        folder.finish()
-        backends.release(_judge_key(j))
-    inputs = pl.DataFrame(
-        {
-            "row": [r.row for r in rows],
-            "direction": [r.direction for r in rows],
-            "human": [r.human for r in rows],
-            "source": [r.source for r in rows],
-            "translation": [r.translation for r in rows],
-            "window_id": [r.window_id for r in rows],
-            "system": [r.system for r in rows],
-        },
-        schema={
-            "row": pl.UInt32,
-            "direction": pl.String,
-            "human": pl.Float64,
-            "source": pl.String,
-            "translation": pl.String,
-            "window_id": pl.String,
-            "system": pl.String,
-        },
-    )
-    table = pl.concat(frames).join(inputs, on="row", how="left").sort("judge", "row")
-    results: dict[str, Any] = {}
-    points: dict[str, Any] = {}
-    for label in labels:
-        mine = table.filter(pl.col("judge") == label)
-        ok = mine.filter(pl.col("score").is_not_null())
-        per: dict[str, Any] = {}
-        points[label] = {}
-        for direction in sorted({r.direction for r in rows}):
-            d = ok.filter(pl.col("direction") == direction)
-            jd, hd = d["score"].to_numpy(), d["human"].to_numpy()
-            per[direction] = {
-                "rows": int((mine["direction"] == direction).sum()),
-                "unscored": int(
-                    mine.filter(pl.col("direction") == direction)["score"].null_count()
-                ),
-                **_correlations(jd, hd, s.threshold),
-            }
-            points[label][direction] = [[float(h), float(v)] for h, v in zip(hd, jd, strict=True)]
-        pooled = _correlations(ok["score"].to_numpy(), ok["human"].to_numpy(), s.threshold)
-        results[label] = {
-            "model": next(x.model for x in judges if x.name == label),
-            "directions": per,
-            "all": pooled,
-            "rejected_replies": int(mine["rejected"].sum()),
-            "unscored": int(mine["score"].null_count()),
-            "trusted": all(v["trusted"] for v in per.values()),
-        }
-    out = Path(out)
-    _write_atomic(table, out / "agreement.parquet")
-    summary = {
-        "human": str(human),
-        "rows": len(rows),
-        "rubric": s.rubric,
-        "threshold": s.threshold,
-        "judges": results,
-        "points": points,
-        "settings": asdict(s),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_json_atomic(out / "agreement.json", summary)
-    report.write_report(out)
-    summary["out"] = str(out)
-    return summary

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alpo.evaluate import DIMENSIONS, REFERENCE
+
 __all__ = ["render_report", "write_report"]
 
 #: colours of the systems, in order; the human reference is always grey
@@ -34,7 +36,6 @@ PALETTE = [
     "#64B5CD",
 ]
 REFERENCE_COLOUR = "#8C8C8C"
-DIMENSIONS = ("accuracy", "naturalness", "vividness")
 
 
 def write_report(out: Path) -> Path:
@@ -96,7 +97,7 @@ def _pct(part: int, whole: int) -> str:
 def _colours(systems: list[str]) -> dict[str, str]:
     out, k = {}, 0
     for s in systems:
-        if s == "reference":
+        if s == REFERENCE:
             out[s] = REFERENCE_COLOUR
         else:
             out[s] = PALETTE[k % len(PALETTE)]

@@ -25,7 +25,7 @@ from alpo.config import TrainConfig
 from alpo.exceptions import ConfigError, InputError
 from alpo.prepare import file_digest
 
-__all__ = ["STAGES", "default_paths", "stage_inputs", "train"]
+__all__ = ["STAGES", "default_paths", "digest_json", "folder_stamp", "stage_inputs", "train"]
 
 #: What each stage writes under the workdir.
 OUTPUTS = {
@@ -52,8 +52,8 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
     if stage == "sft":
         return {
             "sft.parquet": _digest(data / "sft.parquet"),
-            "prepare_options": _digest_json(_prepare_options(data)),
-            "config": _digest_json(
+            "prepare_options": digest_json(_prepare_options(data)),
+            "config": digest_json(
                 {
                     "model": asdict(config.model),
                     "sft": asdict(config.sft),
@@ -64,9 +64,9 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
     if stage == "sample":
         return {
             "pool.parquet": _digest(data / "pool.parquet"),
-            "prepare_options": _digest_json(_prepare_options(data)),
-            "policy": config.sample.model or _folder_stamp(work / "sft"),
-            "config": _digest_json(
+            "prepare_options": digest_json(_prepare_options(data)),
+            "policy": config.sample.model or folder_stamp(work / "sft"),
+            "config": digest_json(
                 {
                     "sample": asdict(config.sample),
                     "judge": asdict(config.judge),
@@ -79,21 +79,21 @@ def stage_inputs(stage: str, config: TrainConfig, data: Path, work: Path) -> dic
             "candidates.parquet": _digest(work / "candidates.parquet"),
             "scores.parquet": _digest(work / "scores.parquet"),
             "pool.parquet": _digest(data / "pool.parquet"),
-            "config": _digest_json(asdict(config.alpo)),
+            "config": digest_json(asdict(config.alpo)),
         }
     if stage == "ref":
         # Not records.parquet itself: this stage rewrites it with the ref columns filled.
         return {
             "pairs": stage_inputs("pairs", config, data, work),
-            "policy": config.sample.model or _folder_stamp(work / "sft"),
-            "model": _digest_json(asdict(config.model)),
+            "policy": config.sample.model or folder_stamp(work / "sft"),
+            "model": digest_json(asdict(config.model)),
             "packing": config.alpo.packing,
         }
     if stage == "alpo":
         return {
             "records.parquet": _digest(work / "records.parquet"),
-            "policy": config.sample.model or _folder_stamp(work / "sft"),
-            "config": _digest_json(
+            "policy": config.sample.model or folder_stamp(work / "sft"),
+            "config": digest_json(
                 {
                     "model": asdict(config.model),
                     "alpo": asdict(config.alpo),
@@ -111,12 +111,12 @@ def _prepare_options(data: Path) -> dict[str, Any]:
     return prepare_options(data)
 
 
-def _folder_stamp(folder: Path) -> str | None:
+def folder_stamp(folder: Path) -> str | None:
     """Identity of a model folder another stage wrote: its files' names, sizes and times."""
     if not folder.is_dir():
         return None
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    return _digest_json([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    return digest_json([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
 
 def train(
@@ -244,8 +244,8 @@ def _run_ref(config: TrainConfig, work: Path, fresh: bool) -> dict[str, Any]:
     records = read_windows(path, ("prompt_ids", "chosen_ids", "rejected_ids"))
     policy = _policy(config, work)
     packing = config.alpo.packing
-    stamp = _digest_json(
-        [_digest(path), policy, _folder_stamp(Path(policy)), asdict(config.model), packing]
+    stamp = digest_json(
+        [_digest(path), policy, folder_stamp(Path(policy)), asdict(config.model), packing]
     )
     shards = work / "ref"
     if fresh or (shards / "stamp").is_file() and (shards / "stamp").read_text() != stamp:
@@ -458,7 +458,7 @@ def _run_sample(
         on_round=log,
         fresh=fresh,
         identity={
-            "policy": sample.model or _folder_stamp(work / "sft"),
+            "policy": sample.model or folder_stamp(work / "sft"),
             "judge": asdict(judge),
             "model": asdict(config.model),
         },
@@ -481,5 +481,6 @@ def _digest(path: Path) -> str | None:
     return file_digest(path) if path.is_file() else None
 
 
-def _digest_json(value: Any) -> str:
+def digest_json(value: Any) -> str:
+    """SHA-256 of `value` as JSON with sorted keys: a fingerprint of settings or inputs."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

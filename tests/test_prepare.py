@@ -223,7 +223,7 @@ def test_bad_input_one_line_errors(tmp_path, cli, corpus):
         "llm",
         check=False,
     )
-    assert proc.returncode == 1 and "judge" in proc.stderr
+    assert proc.returncode == 1 and "needs --segment-model" in proc.stderr
     with pytest.raises(InputError):
         alpo.prepare(tmp_path / "nothere.parquet", "en-zh")
 

@@ -182,8 +182,21 @@ def prepare(
         int, typer.Option(help="Context lines before and after the core (whole segments).")
     ] = 5,
     segmenter: Annotated[
-        str, typer.Option(help="line (every line), punct (sentence-final punctuation) or llm.")
+        str,
+        typer.Option(
+            help="line (every line), punct (sentence-final punctuation) or llm (continuity "
+            "labelled by --segment-model over windows of 25, 30 and 35 lines, majority vote)."
+        ),
     ] = "line",
+    segment_model: Annotated[
+        str, typer.Option(help="Model of the llm segmenter (folder, hub id or served name).")
+    ] = "",
+    segment_backend: Annotated[
+        str, typer.Option(help="How it is served: transformers, vllm or openai.")
+    ] = "transformers",
+    segment_base_url: Annotated[
+        str, typer.Option(help="Server URL for --segment-backend openai.")
+    ] = "",
     sft_share: Annotated[
         float, typer.Option(help="Share of non-test windows for SFT; the rest is the pool.")
     ] = 0.8,
@@ -239,6 +252,9 @@ def prepare(
             window=window,
             context=context,
             segmenter=segmenter,
+            segment_model=segment_model,
+            segment_backend=segment_backend,
+            segment_base_url=segment_base_url,
             sft_share=sft_share,
             test_titles=picked,
             seed=seed,

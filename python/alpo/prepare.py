@@ -54,7 +54,12 @@ class PrepareOptions:
     #: fragments shorter than this many lines are skipped
     min_fragment: int = 10
     #: `line` (every line its own segment), `punct` (sentence-final punctuation), `llm`
+    #: (continuity labelled by a model, `alpo.segmenting`)
     segmenter: str = "line"
+    #: the `llm` segmenter's model (folder, hub id or served name) and how it is served
+    segment_model: str = ""
+    segment_backend: str = "transformers"
+    segment_base_url: str = ""
     #: share of the non-test windows that go to SFT; the rest form the ALPO prompt pool
     sft_share: float = 0.8
     #: titles held out for test: a count picked by seed, or the titles' names
@@ -79,11 +84,12 @@ class PrepareOptions:
             raise ConfigError(f"--sft-share must be between 0 and 1, got {self.sft_share}")
         if self.segmenter not in SEGMENTERS:
             raise ConfigError(f"unknown segmenter {self.segmenter!r} (use {', '.join(SEGMENTERS)})")
-        if self.segmenter == "llm":
-            raise ConfigError(
-                "--segmenter llm labels segments with a judge model, which needs the judging "
-                "backends of the sample stage; they are not available yet (use line or punct)"
-            )
+        if self.segmenter == "llm" and not self.segment_model:
+            raise ConfigError("--segmenter llm needs --segment-model (the labelling model)")
+        if self.segment_backend not in ("transformers", "vllm", "openai"):
+            raise ConfigError("--segment-backend must be transformers, vllm or openai")
+        if self.segment_backend == "openai" and not self.segment_base_url:
+            raise ConfigError("--segment-backend openai needs --segment-base-url")
         if self.instruction_language not in ("en", "zh"):
             raise ConfigError("--instruction-language must be en or zh")
 
@@ -133,8 +139,11 @@ def ends_sentence(text: pl.Expr) -> pl.Expr:
     return text.str.contains(_FINAL.pattern) & ~text.str.contains(_TRAILING_ELLIPSIS.pattern)
 
 
-def label_segments(rows: pl.DataFrame, segmenter: str) -> pl.DataFrame:
-    """Columns `group` (u32: fragment of an episode), `starts` and `open_end` for the windows."""
+def label_segments(
+    rows: pl.DataFrame, segmenter: str, continues: pl.Series | None = None
+) -> pl.DataFrame:
+    """Columns `group` (u32: fragment of an episode), `starts` and `open_end` for the windows.
+    The `llm` segmenter takes its labels in `continues` (a line continues the previous one)."""
     border = (
         (pl.col("title") != pl.col("title").shift(1))
         | (pl.col("episode") != pl.col("episode").shift(1))
@@ -147,6 +156,12 @@ def label_segments(rows: pl.DataFrame, segmenter: str) -> pl.DataFrame:
     if segmenter == "line":
         starts = pl.lit(True)
         open_end = pl.lit(False)
+    elif segmenter == "llm":
+        if continues is None:
+            raise ConfigError("the llm segmenter needs its labels")
+        cont = pl.lit(continues)
+        starts = ~cont
+        open_end = cont.shift(-1).fill_null(False) & ~last_of_episode
     else:  # punct: a line continues the previous one unless that one ended a sentence
         ends = ends_sentence(pl.col("src_text"))
         starts = border | ends.shift(1).fill_null(True)
@@ -164,12 +179,14 @@ def window_id(pair: str, title: str, episode: str, line: int) -> str:
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
-def cut_windows(rows: pl.DataFrame, opts: PrepareOptions) -> tuple[pl.DataFrame, dict[str, int]]:
+def cut_windows(
+    rows: pl.DataFrame, opts: PrepareOptions, continues: pl.Series | None = None
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """Windows with the contract's columns; the cutting and the gathering of each window's
     lines happen in the Rust core."""
     # One chunk, so the Rust side can share the text buffers instead of copying the texts.
     labels = (
-        label_segments(rows, opts.segmenter)
+        label_segments(rows, opts.segmenter, continues)
         .with_columns(rows["src_text"], rows["tgt_text"])
         .rechunk()
     )
@@ -312,12 +329,14 @@ def prepare(
     out: PathLike | None = None,
     *,
     force: bool = False,
+    segment_client: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Prepare `sft`, `pool` and `test` windows from an aligned corpus; returns the manifest.
 
-    `options` are the fields of `PrepareOptions` (window, context, segmenter, sft_share,
-    test_titles, seed, instruction_language, paraphrase, glossary, min_fragment). `out`
+    `options` are the fields of `PrepareOptions` (window, context, segmenter, segment_model,
+    sft_share, test_titles, seed, instruction_language, paraphrase, glossary, min_fragment);
+    `segment_client` serves the `llm` segmenter instead of a backend built from them. `out`
     defaults to `runs/{pair}/data`. Outputs are written to temporary names and renamed; a rerun
     with the same input and options finds them and returns the manifest (`skipped: true`).
     """
@@ -348,7 +367,10 @@ def prepare(
     n_rows = rows.height
     titles = sorted(rows["title"].unique().to_list())
     test = pick_test_titles(titles, opts.test_titles, opts.seed)
-    windows, dropped = cut_windows(rows, opts)
+    continues, segmentation = None, None
+    if opts.segmenter == "llm":
+        continues, segmentation = llm_continuity(rows, opts, segment_client)
+    windows, dropped = cut_windows(rows, opts, continues)
     del rows  # the windows hold copies of what they need; free the rest before writing
     if windows.height == 0:
         raise InputError(
@@ -384,8 +406,31 @@ def prepare(
         "dropped": dropped,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if segmentation is not None:
+        manifest["segmentation"] = segmentation
     write_json_atomic(manifest_path, manifest)
     return {**manifest, "out": str(out_dir), "skipped": False}
+
+
+def llm_continuity(
+    rows: pl.DataFrame, opts: PrepareOptions, client: Any = None
+) -> tuple[pl.Series, dict[str, int]]:
+    """Per row, whether its source line continues the previous one, labelled episode by
+    episode by the `llm` segmenter's model; and the labelling's counts."""
+    from alpo.segmenting import label_lines
+
+    if client is None:
+        from alpo.generation import make_backend
+
+        client = make_backend(
+            opts.segment_backend,
+            opts.segment_model,
+            base_url=opts.segment_base_url,
+            tokenizer=False,
+        )
+    episodes = rows.group_by("title", "episode", maintain_order=True).agg("src_text")
+    labels, stats = label_lines(episodes["src_text"].to_list(), opts.pair.split("-")[0], client)
+    return pl.Series("continues", [x for episode in labels for x in episode]), stats
 
 
 def write_parquet_atomic(frame: pl.LazyFrame, path: Path) -> None:

@@ -28,14 +28,12 @@ from alpo import judging
 from alpo.align import write_json_atomic
 from alpo.evaluate import (
     DIMENSIONS,
-    Ask,
     BackendFactory,
     Backends,
     Judge,
     ModelOptions,
     Vote,
     ask_until_valid,
-    asker,
     check_judges,
     check_language,
     parse_one,
@@ -44,6 +42,7 @@ from alpo.evaluate import (
     slug,
 )
 from alpo.exceptions import ConfigError, InputError
+from alpo.judging import Ask
 from alpo.prepare import write_parquet_atomic
 from alpo.prompts import language_name
 from alpo.stats import bland_altman, kendall_tau_b, rounded, seed_for, spearman
@@ -369,7 +368,7 @@ def _judge_all(
 
     def judge_chunk(index: int, chunk: Sequence[Sequence[HumanRow]]) -> pl.DataFrame:
         seed = seed_for(s.seed, j.name, str(index))
-        ask = asker(backends.judge(j), s.temperature, s.max_new_tokens, seed)
+        ask = judging.asker(backends.judge(j), s.temperature, s.max_new_tokens, seed)
         return _judge_units(chunk, j.name, ask, s, random.Random(seed))
 
     return sharded(

@@ -613,35 +613,6 @@ def sharded(
 # ---------------------------------------------------------------------------------------------
 # Asking a judge
 
-Ask = Callable[[list[tuple[str, int]]], list[str]]
-
-
-def asker(backend: Backend, temperature: float, max_new_tokens: int, seed: int) -> Ask:
-    """`ask(batch of (prompt, letters)) -> replies`, one backend call per reply shape; each call
-    gets its own seed, derived from `seed` and the number of calls before it, so a shard's
-    replies do not depend on what other shards were asked before."""
-    calls = [0]
-
-    def ask(batch: list[tuple[str, int]]) -> list[str]:
-        replies = [""] * len(batch)
-        by_n: dict[int, list[int]] = {}
-        for i, (_, n) in enumerate(batch):
-            by_n.setdefault(n, []).append(i)
-        for n, idx in by_n.items():
-            got = backend.chat(
-                [batch[i][0] for i in idx],
-                temperature=temperature,
-                max_new_tokens=max_new_tokens,
-                score_letters=n,
-                seed=seed + calls[0] * 7919,
-            )
-            calls[0] += 1
-            for i, reply in zip(idx, got, strict=True):
-                replies[i] = reply
-        return replies
-
-    return ask
-
 
 @dataclass
 class Vote:
@@ -654,7 +625,7 @@ class Vote:
 
 
 def ask_until_valid(
-    items: Sequence[Vote], ask: Ask, retries: int
+    items: Sequence[Vote], ask: judging.Ask, retries: int
 ) -> tuple[dict[Any, list[list[int]]], dict[Any, list[str]]]:
     """Valid score lists per key, and the reasons of rejected replies per key: every pending
     item asked in one batch, the invalid ones asked again up to `retries` more times."""
@@ -1045,7 +1016,9 @@ def _judge_system(
 
     def judge_chunk(index: int, chunk: Sequence[EvalWindow]) -> pl.DataFrame:
         seed = seed_for(settings.seed, judge.name, system, str(index))
-        ask = asker(backends.judge(judge), settings.temperature, settings.max_new_tokens, seed)
+        ask = judging.asker(
+            backends.judge(judge), settings.temperature, settings.max_new_tokens, seed
+        )
         return _judge_chunk(system, texts, chunk, judge.name, ask, settings)
 
     return sharded(
@@ -1064,7 +1037,7 @@ def _judge_chunk(
     texts: dict[str, Lines],
     chunk: Sequence[EvalWindow],
     judge_name: str,
-    ask: Ask,
+    ask: judging.Ask,
     s: EvalSettings,
 ) -> pl.DataFrame:
     valid, reasons = ask_until_valid(_votes(texts, chunk, s), ask, s.retries)

@@ -19,12 +19,18 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from alpo.exceptions import ConfigError
 from alpo.prompts import language_name
 
+if TYPE_CHECKING:
+    from alpo.generation import Backend
+
 __all__ = [
     "LETTERS",
+    "Ask",
+    "asker",
     "JudgeTask",
     "SegmentScore",
     "judge",
@@ -205,9 +211,39 @@ def _first_object(text: str) -> tuple[list[tuple[str, object]] | None, str]:
     return None, "no JSON object in the reply"
 
 
+Ask = Callable[[list[tuple[str, int]]], list[str]]
+
+
+def asker(backend: Backend, temperature: float, max_new_tokens: int, seed: int) -> Ask:
+    """`ask(batch of (prompt, letters)) -> replies`, one backend call per reply shape; each call
+    gets its own seed, derived from `seed` and the number of calls before it, so a shard's
+    replies do not depend on what other shards were asked before."""
+    calls = [0]
+
+    def ask(batch: list[tuple[str, int]]) -> list[str]:
+        replies = [""] * len(batch)
+        by_n: dict[int, list[int]] = {}
+        for i, (_, n) in enumerate(batch):
+            by_n.setdefault(n, []).append(i)
+        for n, idx in by_n.items():
+            got = backend.chat(
+                [batch[i][0] for i in idx],
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                score_letters=n,
+                seed=seed + calls[0] * 7919,
+            )
+            calls[0] += 1
+            for i, reply in zip(idx, got, strict=True):
+                replies[i] = reply
+        return replies
+
+    return ask
+
+
 def judge(
     tasks: Sequence[JudgeTask],
-    ask: Callable[[list[tuple[str, int]]], list[str]],
+    ask: Ask,
     src_lang: str,
     tgt_lang: str,
     *,

@@ -409,23 +409,7 @@ def _judge_round(
             )
         )
 
-    def ask(batch: list[tuple[str, int]]) -> list[str]:
-        replies: list[str] = [""] * len(batch)
-        by_n: dict[int, list[int]] = {}
-        for i, (_, n) in enumerate(batch):
-            by_n.setdefault(n, []).append(i)
-        for n, idx in by_n.items():
-            got = backend.chat(
-                [batch[i][0] for i in idx],
-                temperature=s.judge_temperature,
-                max_new_tokens=s.judge_max_new_tokens,
-                score_letters=n,
-                seed=s.seed + r,
-            )
-            for i, reply in zip(idx, got, strict=True):
-                replies[i] = reply
-        return replies
-
+    ask = judging.asker(backend, s.judge_temperature, s.judge_max_new_tokens, s.seed + r)
     results = judging.judge(
         tasks,
         ask,

@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "ParseError",
     "build_pairs",
+    "clean_texts",
     "distinct_candidates",
     "lang",
     "nearest",

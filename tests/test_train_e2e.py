@@ -3,6 +3,7 @@ whole chain on the embedded model, killed during the alpo stage and resumed."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def test_tiny_preset_runs_every_stage_and_resumes_after_a_kill(cli, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.is_dir(), "the alpo stage never reached its step-2 checkpoint"
+    assert len(list((work / "checkpoints" / "sft").glob("step-*"))) == 1  # keep_checkpoints
     assert not (work / "alpo").exists()  # killed before the end
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["stages"]["alpo"]["status"] == "running"
@@ -79,3 +81,4 @@ def test_tiny_preset_runs_every_stage_and_resumes_after_a_kill(cli, tmp_path):
     (report,) = result["reports"]
     assert len(read_track(translated).cues) == len(read_track(short).cues) == report["cues"] == 4
     assert report["translated"] + len(report["kept_source"]) == 4
+    shutil.rmtree(work)  # checkpoints of the 135M model take gigabytes

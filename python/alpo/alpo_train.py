@@ -229,19 +229,17 @@ def run_alpo(
             "grad_norm": eng.as_float(engine.get_global_grad_norm()),
             "records_per_s": seen / max(1e-9, time.perf_counter() - loop_start),
         }
-        if step % config.logging.log_every == 0 or step == total_steps:
-            logger.write(last)
-        if on_log is not None and rank == 0:
-            on_log(last)
-        if (opt.save_every and step % opt.save_every == 0) or step == total_steps:
-            eng.save_checkpoint(
-                engine,
-                tokenizer,
-                ckpt_root,
-                step,
-                {"step": step, "fingerprint": fingerprint, "metrics": last},
-                opt.keep_checkpoints,
-            )
+        eng.end_step(
+            engine,
+            tokenizer,
+            logger,
+            last,
+            opt,
+            ckpt_root,
+            fingerprint,
+            config.logging.log_every,
+            on_log,
+        )
     logger.close()
     out = workdir / "alpo"
     eng.export_final(engine, tokenizer, out)

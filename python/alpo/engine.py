@@ -26,6 +26,7 @@ __all__ = [
     "broadcast",
     "build_engine",
     "ds_config",
+    "end_step",
     "export_final",
     "export_model",
     "latest_checkpoint",
@@ -243,6 +244,33 @@ def export_model(engine: Any, tokenizer: Any, out: Path, merge_lora: bool = Fals
         module = module.merge_and_unload()
     module.save_pretrained(out, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def end_step(
+    engine: Any,
+    tokenizer: Any,
+    logger: MetricsLog,
+    metrics: dict[str, Any],
+    opt: OptimConfig,
+    ckpt_root: Path,
+    fingerprint: str,
+    log_every: int,
+    on_log: Any = None,
+    always_log: bool = False,
+) -> None:
+    """After an optimizer step: write its metrics (every `log_every` steps, at the end, or
+    `always_log`), report them to `on_log` (rank 0), and save a checkpoint every
+    `opt.save_every` steps and at the end."""
+    import torch.distributed as dist
+
+    step, total = metrics["step"], metrics["total_steps"]
+    if step % log_every == 0 or always_log or step == total:
+        logger.write(metrics)
+    if on_log is not None and dist.get_rank() == 0:
+        on_log(metrics)
+    if (opt.save_every and step % opt.save_every == 0) or step == total:
+        state = {"step": step, "fingerprint": fingerprint, "metrics": metrics}
+        save_checkpoint(engine, tokenizer, ckpt_root, step, state, opt.keep_checkpoints)
 
 
 def resume(engine: Any, root: Path, fingerprint: str) -> dict[str, Any] | None:

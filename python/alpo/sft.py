@@ -292,19 +292,18 @@ def run_sft(
         }
         if data.eval and ((sft.eval_every and step % sft.eval_every == 0) or step == total_steps):
             last["eval_loss"] = evaluate(engine, data.eval, sft.micro_batch, pad_id)
-        if step % config.logging.log_every == 0 or "eval_loss" in last or step == total_steps:
-            logger.write(last)
-        if on_log is not None and rank == 0:
-            on_log(last)
-        if (sft.save_every and step % sft.save_every == 0) or step == total_steps:
-            eng.save_checkpoint(
-                engine,
-                tokenizer,
-                ckpt_root,
-                step,
-                {"step": step, "fingerprint": fingerprint, "metrics": last},
-                sft.keep_checkpoints,
-            )
+        eng.end_step(
+            engine,
+            tokenizer,
+            logger,
+            last,
+            sft,
+            ckpt_root,
+            fingerprint,
+            config.logging.log_every,
+            on_log,
+            always_log="eval_loss" in last,
+        )
     logger.close()
 
     out = workdir / "sft"

@@ -4,9 +4,9 @@
 //! takes the columns without converting them. A column that repeats one value per episode pair
 //! (pair, title, file names, ...) stores each value once and repeats only its 16-byte view.
 
-use crate::corpus::PairRows;
+use crate::corpus::{PairRows, TextColumn};
 
-use arrow_array::builder::{make_view, StringViewBuilder};
+use arrow_array::builder::make_view;
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringViewArray, UInt32Array};
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -47,18 +47,26 @@ pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
             data.extend_from_slice(value);
             views.extend(std::iter::repeat_n(view, p.len()));
         }
-        Arc::new(StringViewArray::new(
-            ScalarBuffer::from(views),
-            vec![Buffer::from_vec(data)],
-            None,
-        ))
+        string_views(views, vec![data])
     };
-    let texts = |get: fn(&PairRows) -> &Vec<String>| -> ArrayRef {
-        let mut b = StringViewBuilder::with_capacity(n);
-        for s in parts.iter().flat_map(get) {
-            b.append_value(s);
+    let texts = |get: fn(&PairRows) -> &TextColumn| -> ArrayRef {
+        let mut blocks = Vec::new();
+        let mut block = Vec::with_capacity(parts.iter().map(|p| get(p).byte_len()).sum());
+        let mut views = Vec::with_capacity(n);
+        for text in parts.iter().flat_map(|p| get(p).iter()) {
+            let bytes = text.as_bytes();
+            // Strings of up to 12 bytes live in the view itself; longer ones in a data block
+            // whose offsets fit in 32 bits.
+            if bytes.len() > 12 && block.len() + bytes.len() > u32::MAX as usize {
+                blocks.push(std::mem::take(&mut block));
+            }
+            views.push(make_view(bytes, blocks.len() as u32, block.len() as u32));
+            if bytes.len() > 12 {
+                block.extend_from_slice(bytes);
+            }
         }
-        Arc::new(b.finish())
+        blocks.push(block);
+        string_views(views, blocks)
     };
     let u32s = |get: fn(&PairRows) -> &Vec<u32>| -> ArrayRef {
         Arc::new(UInt32Array::from_iter_values(
@@ -94,4 +102,13 @@ pub fn to_batch(parts: &[PairRows]) -> RecordBatch {
         )),
     ];
     RecordBatch::try_new(schema(), columns).expect("columns match the schema")
+}
+
+/// A string view array from views made by `make_view` over `blocks`.
+fn string_views(views: Vec<u128>, blocks: Vec<Vec<u8>>) -> ArrayRef {
+    let buffers = blocks.into_iter().map(Buffer::from_vec).collect();
+    // SAFETY: every view was made by `make_view` from a whole `&str` copied into the block it
+    // names at the offset it records (or inlined), so each view points at valid UTF-8 inside
+    // its block; checking that again would cost a pass over every string.
+    Arc::new(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), buffers, None) })
 }

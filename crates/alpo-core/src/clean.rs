@@ -90,7 +90,7 @@ fn merge_rolling(cues: &mut Vec<Cue>) -> u64 {
 
 /// `{\an7}`..`{\an9}` (and SSA's `{\a5}`..`{\a7}`) put a cue at the top of the frame.
 fn has_top_tag(text: &str) -> bool {
-    if !text.contains('{') {
+    if memchr::memchr(b'{', text.as_bytes()).is_none() {
         return false;
     }
     ["\\an7", "\\an8", "\\an9", "\\a5", "\\a6", "\\a7"]
@@ -101,14 +101,24 @@ fn has_top_tag(text: &str) -> bool {
         })
 }
 
-/// Bytes that mean a text needs more than a copy: markup, breaks, entities, annotations,
-/// invisible format characters (their UTF-8 starts with 0xE2 or 0xEF), control whitespace,
-/// double spaces, a leading dash or space, a trailing space. One pass: this runs on every cue.
-fn needs_work(text: &str) -> bool {
-    const SPECIAL: [bool; 256] = {
+/// How much a text needs beyond a copy.
+#[derive(Debug, PartialEq, Eq)]
+enum Work {
+    None,
+    /// Line breaks or stray spaces only: join and trim the lines.
+    Lines,
+    /// Markup, entities, annotations or invisible characters: strip them first.
+    Markup,
+}
+
+/// One pass over the bytes (this runs on every cue). Markup bytes: `{ < & \ =`, tabs and
+/// carriage returns, and the lead bytes 0xE2/0xEF of invisible format characters; a line break,
+/// double space, leading dash or space or trailing space needs the line pass only.
+fn work(text: &str) -> Work {
+    const MARKUP: [bool; 256] = {
         let mut t = [false; 256];
         let mut k = 0;
-        let bytes = b"{<&\\=\n\r\t\xE2\xEF";
+        let bytes = b"{<&\\=\r\t\xE2\xEF";
         while k < bytes.len() {
             t[bytes[k] as usize] = true;
             k += 1;
@@ -116,37 +126,46 @@ fn needs_work(text: &str) -> bool {
         t
     };
     let b = text.as_bytes();
-    if matches!(b.first(), Some(b' ' | b'-')) || b.last() == Some(&b' ') {
-        return true;
-    }
+    let mut lines = matches!(b.first(), Some(b' ' | b'-')) || b.last() == Some(&b' ');
     let mut prev = 0u8;
     for &c in b {
-        if SPECIAL[c as usize] || (c == b' ' && prev == b' ') {
-            return true;
+        if MARKUP[c as usize] {
+            return Work::Markup;
         }
+        lines |= c == b'\n' || (c == b' ' && prev == b' ');
         prev = c;
     }
-    false
+    if lines {
+        Work::Lines
+    } else {
+        Work::None
+    }
 }
 
 /// `clean_text` that moves a text needing no work instead of copying it: most cues.
 fn clean_owned(text: String) -> (String, bool) {
-    if needs_work(&text) {
-        clean_text(&text)
-    } else {
-        (text, false)
+    match work(&text) {
+        Work::None => (text, false),
+        Work::Lines => join_lines(&text),
+        Work::Markup => join_lines(&strip_markup(&text)),
     }
 }
 
 /// Plain text of a cue and whether it held an annotation line.
 pub fn clean_text(text: &str) -> (String, bool) {
-    if !needs_work(text) {
-        return (text.to_string(), false);
+    match work(text) {
+        Work::None => (text.to_string(), false),
+        Work::Lines => join_lines(text),
+        Work::Markup => join_lines(&strip_markup(text)),
     }
-    let stripped = strip_markup(text);
+}
+
+/// The lines of a text trimmed and joined by single spaces; `=...=` annotation lines and lone
+/// dashes dropped.
+fn join_lines(text: &str) -> (String, bool) {
     let mut annotation = false;
-    let mut out = String::with_capacity(stripped.len());
-    for line in stripped.split('\n') {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -160,14 +179,13 @@ pub fn clean_text(text: &str) -> (String, bool) {
         }
         push_single_spaced(&mut out, line);
     }
-    let mut s = out.as_str();
-    if let Some(rest) = s.strip_prefix("- -") {
-        s = rest.trim_start();
+    if let Some(rest) = out.strip_prefix("- -") {
+        out = rest.trim_start().to_string();
     }
-    if s == "-" || s == "- -" {
-        s = "";
+    if out == "-" || out == "- -" {
+        out.clear();
     }
-    (s.to_string(), annotation)
+    (out, annotation)
 }
 
 /// Append `line` with each run of spaces reduced to one.
@@ -394,5 +412,16 @@ mod tests {
             CleanOptions { keep_top: true },
         );
         assert!(kept[0].top && kept[0].text == "Sign");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The shortcuts for texts without markup give what the full path gives.
+        #[test]
+        fn shortcuts_match_the_full_path(text in "[ab 我\\-\n=<>{}&;i\u{200B}\r]{0,16}") {
+            let full = join_lines(&strip_markup(&text));
+            proptest::prop_assert_eq!(clean_text(&text), full.clone());
+            proptest::prop_assert_eq!(clean_owned(text), full);
+        }
     }
 }

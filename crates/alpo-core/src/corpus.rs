@@ -251,8 +251,8 @@ pub struct PairRows {
     pub src_end_ms: Vec<i64>,
     pub tgt_start_ms: Vec<i64>,
     pub tgt_end_ms: Vec<i64>,
-    pub src_text: Vec<String>,
-    pub tgt_text: Vec<String>,
+    pub src_text: TextColumn,
+    pub tgt_text: TextColumn,
     /// The same (source, target) text pair came earlier in the corpus (songs, recaps, stock
     /// phrases): flagged, never dropped, since windows need every line.
     pub dup: Vec<bool>,
@@ -269,7 +269,7 @@ impl PairRows {
         self.line.is_empty()
     }
 
-    fn push(&mut self, line: u32, fragment: u32, src: (i64, i64, String), tgt: (i64, i64, String)) {
+    fn push(&mut self, line: u32, fragment: u32, src: (i64, i64, &str), tgt: (i64, i64, &str)) {
         self.line.push(line);
         self.fragment.push(fragment);
         self.src_start_ms.push(src.0);
@@ -282,9 +282,45 @@ impl PairRows {
 
     fn hash_keys(&mut self) {
         let pair = text_hash(0, &self.pair);
-        self.key = (0..self.len())
-            .map(|k| text_hash(text_hash(pair, &self.src_text[k]), &self.tgt_text[k]))
+        self.key = self
+            .src_text
+            .iter()
+            .zip(self.tgt_text.iter())
+            .map(|(s, t)| text_hash(text_hash(pair, s), t))
             .collect();
+    }
+}
+
+/// The texts of one column of an episode pair end to end in one string: rows are copied in, not
+/// allocated one by one, and the Arrow column is cut from it directly.
+#[derive(Debug, Default)]
+pub struct TextColumn {
+    data: String,
+    ends: Vec<usize>,
+}
+
+impl TextColumn {
+    pub fn push(&mut self, text: &str) {
+        self.data.push_str(text);
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of all texts together.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.data[a..b])
     }
 }
 
@@ -471,7 +507,8 @@ fn align_pair(
     let mut fragment = 0u32;
     let mut cut = false;
     let mut aligned_src = 0u64;
-    let mut emit = |rows: &mut PairRows, cut: &mut bool, line: usize, src, tgt| {
+    type Side<'a> = (i64, i64, &'a str);
+    let mut emit = |rows: &mut PairRows, cut: &mut bool, line: usize, src: Side, tgt: Side| {
         if *cut && !rows.is_empty() {
             fragment += 1;
         }
@@ -491,8 +528,8 @@ fn align_pair(
                     &mut rows,
                     &mut cut,
                     i,
-                    (s[i].start_ms, s[i].end_ms, s[i].text.clone()),
-                    (c.start_ms, c.end_ms, c.text.clone()),
+                    (s[i].start_ms, s[i].end_ms, &s[i].text),
+                    (c.start_ms, c.end_ms, &c.text),
                 );
             }
         }
@@ -508,12 +545,16 @@ fn align_pair(
                 cut |= i > next;
                 next = i + link.src_len as usize;
                 aligned_src += link.src_len as u64;
+                let (src, tgt) = (
+                    joined(&s[i..next]),
+                    joined(&t[j..j + link.tgt_len as usize]),
+                );
                 emit(
                     &mut rows,
                     &mut cut,
                     i,
-                    joined(&s[i..next]),
-                    joined(&t[j..j + link.tgt_len as usize]),
+                    (src.0, src.1, &src.2),
+                    (tgt.0, tgt.1, &tgt.2),
                 );
             }
         }

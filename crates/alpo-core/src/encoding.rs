@@ -14,6 +14,9 @@ use std::borrow::Cow;
 
 /// How many leading bytes chardetng looks at: enough for a confident guess, cheap on big files.
 const SNIFF_BYTES: usize = 16 * 1024;
+/// How many leading bytes chardetng reads: its per-byte cost is high, and a few thousand bytes
+/// of one language already tell its candidates apart.
+const DETECT_BYTES: usize = 4 * 1024;
 
 #[derive(Debug)]
 pub struct Decoded<'a> {
@@ -92,7 +95,9 @@ pub fn decode<'a>(bytes: &'a [u8], lang: Option<&str>) -> Result<Decoded<'a>, St
             });
         }
     }
-    if let Ok(text) = std::str::from_utf8(bytes) {
+    // Most files are UTF-8 and every byte of them is checked: the SIMD validator is several
+    // times faster than the standard library's on non-ASCII text.
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
         return if looks_binary(text) {
             Err("binary data, not a subtitle file".into())
         } else {
@@ -109,8 +114,8 @@ pub fn decode<'a>(bytes: &'a [u8], lang: Option<&str>) -> Result<Decoded<'a>, St
     // chardetng's guess only matters where a language has several candidates.
     let guess = (list.len() > 1).then(|| {
         let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
-        let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
-        detector.feed(head, bytes.len() <= SNIFF_BYTES);
+        let head = &bytes[..bytes.len().min(DETECT_BYTES)];
+        detector.feed(head, bytes.len() <= DETECT_BYTES);
         detector.guess(lang.and_then(tld), chardetng::Utf8Detection::Deny)
     });
     let ordered = guess

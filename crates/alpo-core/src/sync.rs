@@ -78,6 +78,12 @@ pub fn estimate(src: &[i64], tgt: &[i64]) -> Option<Fit> {
                 best = Some((v, speed, (b as i64 + 1) * BIN_MS - MAX_OFFSET_MS));
             }
         }
+        // Most track pairs share their frame rate: when nine samples in ten already line up at
+        // the same speed, no other ratio can do clearly better, and the refinement below fits
+        // the exact speed anyway. This skips six of the seven passes on most episodes.
+        if speed == 1.0 && best.is_some_and(|(v, _, _)| v as usize * 10 >= samples.len() * 9) {
+            break;
+        }
     }
     let (count, speed, offset) = best?;
     // Lined-up cues must stand out from chance: a quarter of the samples at least.

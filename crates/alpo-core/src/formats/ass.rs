@@ -16,7 +16,7 @@ pub fn parse(text: &str) -> Parsed {
     let mut ssa = false;
     let mut style_format: Vec<String> = Vec::new();
     let mut top_styles: HashSet<String> = HashSet::new();
-    let mut event_format: Vec<String> = DEFAULT_EVENT_FORMAT.map(String::from).to_vec();
+    let mut event_format = EventFields::new(&DEFAULT_EVENT_FORMAT.map(String::from));
     for (n, line) in lines(text) {
         let line = line.trim_start();
         if line.starts_with('[') {
@@ -37,14 +37,14 @@ pub fn parse(text: &str) -> Parsed {
             ("[events]", "Format") => {
                 let f = fields(rest);
                 if f.last().map(String::as_str) == Some("text") && f.len() >= 3 {
-                    event_format = f;
+                    event_format = EventFields::new(&f);
                 }
             }
             ("[events]", "Dialogue") => match event(rest, &event_format) {
                 Ok(Some((start_ms, end_ms, style, text))) => out.cues.push(RawCue {
                     start_ms,
                     end_ms,
-                    top: top_styles.contains(style.trim()),
+                    top: !top_styles.is_empty() && top_styles.contains(style.trim()),
                     style: style.trim().to_string(),
                     text: text.to_string(),
                     line: n,
@@ -83,31 +83,66 @@ fn top_style(rest: &str, format: &[String], ssa: bool) -> Option<String> {
 
 type Event<'a> = (i64, i64, &'a str, &'a str);
 
-fn event<'a>(rest: &'a str, format: &[String]) -> Result<Option<Event<'a>>, String> {
-    let parts: Vec<&str> = rest.splitn(format.len(), ',').collect();
-    if parts.len() < format.len() {
+/// Where the fields of a `Dialogue:` line are, from the section's `Format:` line.
+struct EventFields {
+    count: usize,
+    start: Option<usize>,
+    end: Option<usize>,
+    style: Option<usize>,
+}
+
+impl EventFields {
+    fn new(names: &[String]) -> Self {
+        let at = |name: &str| names.iter().position(|f| f == name);
+        EventFields {
+            count: names.len(),
+            start: at("start"),
+            end: at("end"),
+            style: at("style"),
+        }
+    }
+}
+
+fn event<'a>(rest: &'a str, format: &EventFields) -> Result<Option<Event<'a>>, String> {
+    let (mut start, mut end, mut style, mut text) = (None, None, None, "");
+    let mut found = 0;
+    for (i, part) in rest.splitn(format.count, ',').enumerate() {
+        let i = Some(i);
+        if i == format.start {
+            start = Some(part);
+        }
+        if i == format.end {
+            end = Some(part);
+        }
+        if i == format.style {
+            style = Some(part);
+        }
+        text = part;
+        found += 1;
+    }
+    if found < format.count {
         return Err(format!(
-            "Dialogue line has {} of {} fields",
-            parts.len(),
-            format.len()
+            "Dialogue line has {found} of {} fields",
+            format.count
         ));
     }
-    let at = |name: &str| format.iter().position(|f| f == name).map(|i| parts[i]);
-    let time = |name: &str| {
-        at(name)
+    let time = |name: &str, field: Option<&str>| {
+        field
             .and_then(parse_timestamp)
-            .ok_or_else(|| format!("unreadable {name} time {:?}", at(name).unwrap_or("")))
+            .ok_or_else(|| format!("unreadable {name} time {:?}", field.unwrap_or("")))
     };
-    let (start, end) = (time("start")?, time("end")?);
-    let text = parts[parts.len() - 1];
+    let (start, end) = (time("start", start)?, time("end", end)?);
     if is_drawing(text) {
         return Ok(None);
     }
-    Ok(Some((start, end, at("style").unwrap_or(""), text)))
+    Ok(Some((start, end, style.unwrap_or(""), text)))
 }
 
 /// `{\p1}` .. `{\p4}` switch the event to vector drawing until `{\p0}`.
 fn is_drawing(text: &str) -> bool {
+    if memchr::memchr(b'{', text.as_bytes()).is_none() {
+        return false;
+    }
     text.match_indices("\\p").any(|(i, _)| {
         let after = &text.as_bytes()[i + 2..];
         after.first().is_some_and(|b| (b'1'..=b'9').contains(b))

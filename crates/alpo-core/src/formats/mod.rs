@@ -117,12 +117,20 @@ pub fn parse(text: &str, ext_format: Option<Format>) -> (Format, Parsed) {
 /// Lines of a text with CRLF, LF or bare CR endings, numbered from 1.
 pub(crate) fn lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let bare_cr = !text.contains('\n') && text.contains('\r');
-    let sep = if bare_cr { '\r' } else { '\n' };
-    text.split(sep)
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i as u32 + 1, l))
+    let b = text.as_bytes();
+    let bare_cr = memchr::memchr(b'\n', b).is_none() && memchr::memchr(b'\r', b).is_some();
+    let sep = if bare_cr { b'\r' } else { b'\n' };
+    // memchr's SIMD search over the whole text instead of a search per line (this runs on every
+    // line of every file); the last piece follows the last separator, as `str::split` gives it.
+    let ends = memchr::memchr_iter(sep, b).chain(std::iter::once(b.len()));
+    let mut start = 0;
+    ends.map(move |end| {
+        let line = &text[start..end];
+        start = end + 1;
+        line.strip_suffix('\r').unwrap_or(line)
+    })
+    .enumerate()
+    .map(|(i, l)| (i as u32 + 1, l))
 }
 
 #[cfg(test)]
@@ -144,5 +152,8 @@ mod tests {
         assert_eq!(got, ["a", "b", ""]);
         let got: Vec<_> = lines("a\rb").map(|(_, l)| l).collect();
         assert_eq!(got, ["a", "b"]);
+        let got: Vec<_> = lines("\u{feff}\n\nx").collect();
+        assert_eq!(got, [(1, ""), (2, ""), (3, "x")]);
+        assert_eq!(lines("").count(), 1);
     }
 }

@@ -64,8 +64,8 @@ fn finish(out: &mut Parsed, file: &str, cue: Open, vtt: bool, before_next: bool)
     let mut text = cue.text.map_or("", |(a, b)| &file[a..b]).trim_end();
     // The next cue's index sits at the end of this cue's text when blank lines are missing.
     if !vtt && before_next {
-        match text.rsplit_once(['\n', '\r']) {
-            Some((head, last)) if is_index(last) => text = head.trim_end(),
+        match memchr::memrchr2(b'\n', b'\r', text.as_bytes()) {
+            Some(at) if is_index(&text[at + 1..]) => text = text[..at].trim_end(),
             None if is_index(text) => text = "",
             _ => {}
         }
@@ -73,7 +73,7 @@ fn finish(out: &mut Parsed, file: &str, cue: Open, vtt: bool, before_next: bool)
     out.cues.push(RawCue {
         start_ms: cue.start_ms,
         end_ms: cue.end_ms,
-        text: if text.contains('\r') {
+        text: if memchr::memchr(b'\r', text.as_bytes()).is_some() {
             text.replace("\r\n", "\n").replace('\r', "\n")
         } else {
             text.to_string()
@@ -116,12 +116,15 @@ fn timing_line(line: &str) -> Timing<'_> {
     Timing::Cue(start, end, settings)
 }
 
-/// Split at `-->`, `->` or `- >`.
+/// Split at `-->`, `->` or `- >` (the first `->`, else the first `- >`).
 fn split_arrow(line: &str) -> Option<(&str, &str)> {
-    let (pos, len) = match line.find("->") {
-        Some(p) => (p, 2),
-        None => (line.find("- >")?, 3),
+    let b = line.as_bytes();
+    let arrow = |gap: usize| {
+        memchr::memchr_iter(b'>', b)
+            .find(|&p| p > gap && b[p - 1 - gap] == b'-' && (gap == 0 || b[p - 1] == b' '))
+            .map(|p| (p - 1 - gap, 2 + gap))
     };
+    let (pos, len) = arrow(0).or_else(|| arrow(1))?;
     let left = line[..pos].trim_end_matches(['-', ' ']);
     Some((left, &line[pos + len..]))
 }
@@ -202,6 +205,16 @@ mod tests {
         );
         assert_eq!(texts(&p), [(1000, 2000, "A"), (5000, 6000, "C")]);
         assert_eq!(p.issue.as_ref().unwrap().line, 6);
+    }
+
+    #[test]
+    fn arrows() {
+        assert_eq!(split_arrow("1 --> 2"), Some(("1", " 2")));
+        assert_eq!(split_arrow("1 -> 2 -> 3"), Some(("1", " 2 -> 3")));
+        assert_eq!(split_arrow("1 - > 2"), Some(("1", " 2")));
+        assert_eq!(split_arrow("1 - > 2 -> 3"), Some(("1 - > 2", " 3")));
+        assert_eq!(split_arrow("> 1 - 2 >"), None);
+        assert_eq!(split_arrow(">->"), Some((">", "")));
     }
 
     #[test]

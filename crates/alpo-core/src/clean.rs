@@ -4,14 +4,16 @@
 //! dropped, `=...=` annotation lines are cut from the cues they prefix, lone dashes go.
 
 use crate::formats::RawCue;
+use std::borrow::Cow;
 
-/// A cleaned cue. `line` is the 1-based line of the file where the cue was written.
+/// A cleaned cue. `line` is the 1-based line of the file where the cue was written. The text
+/// borrows from the file's text when cleaning left it as it was (most cues).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cue {
+pub struct Cue<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub text: String,
-    pub style: String,
+    pub text: Cow<'a, str>,
+    pub style: &'a str,
     pub top: bool,
     pub line: u32,
 }
@@ -42,7 +44,7 @@ impl CleanStats {
     }
 }
 
-pub fn clean(raw: Vec<RawCue>, opts: CleanOptions) -> (Vec<Cue>, CleanStats) {
+pub fn clean(raw: Vec<RawCue<'_>>, opts: CleanOptions) -> (Vec<Cue<'_>>, CleanStats) {
     let mut stats = CleanStats::default();
     let mut cues = Vec::with_capacity(raw.len());
     for r in raw {
@@ -76,7 +78,7 @@ pub fn clean(raw: Vec<RawCue>, opts: CleanOptions) -> (Vec<Cue>, CleanStats) {
 
 /// Consecutive cues with the same text whose times touch or overlap are one cue shown twice
 /// (ASS layers for glow effects, rolling captions). Merge them; never touch cues elsewhere.
-fn merge_rolling(cues: &mut Vec<Cue>) -> u64 {
+fn merge_rolling(cues: &mut Vec<Cue<'_>>) -> u64 {
     let before = cues.len();
     cues.dedup_by(|next, prev| {
         let same = next.text == prev.text && next.start_ms <= prev.end_ms;
@@ -105,68 +107,88 @@ fn has_top_tag(text: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Work {
     None,
-    /// Line breaks or stray spaces only: join and trim the lines.
-    Lines,
+    /// Line breaks or stray spaces only: join and trim the lines (and fold runs of spaces
+    /// when there are any).
+    Lines {
+        double_spaces: bool,
+    },
     /// Markup, entities, annotations or invisible characters: strip them first.
     Markup,
 }
 
-/// One pass over the bytes (this runs on every cue). Markup bytes: `{ < & \ =`, tabs and
-/// carriage returns, and the lead bytes 0xE2/0xEF of invisible format characters; a line break,
-/// double space, leading dash or space or trailing space needs the line pass only.
-fn work(text: &str) -> Work {
-    const MARKUP: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut k = 0;
-        let bytes = b"{<&\\=\r\t\xE2\xEF";
-        while k < bytes.len() {
-            t[bytes[k] as usize] = true;
-            k += 1;
-        }
-        t
-    };
-    let b = text.as_bytes();
-    let mut lines = matches!(b.first(), Some(b' ' | b'-')) || b.last() == Some(&b' ');
-    let mut prev = 0u8;
-    for &c in b {
-        if MARKUP[c as usize] {
-            return Work::Markup;
-        }
-        lines |= c == b'\n' || (c == b' ' && prev == b' ');
-        prev = c;
+const MARKUP: u8 = 1;
+const NEWLINE: u8 = 2;
+const SPACE: u8 = 4;
+const DOUBLE_SPACE: u8 = 8;
+
+/// Byte classes. Markup bytes: `{ < & \ =`, tabs and carriage returns, and the lead bytes
+/// 0xE2/0xEF of invisible format characters.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let markup = b"{<&\\=\r\t\xE2\xEF";
+    let mut k = 0;
+    while k < markup.len() {
+        t[markup[k] as usize] = MARKUP;
+        k += 1;
     }
-    if lines {
-        Work::Lines
+    t[b'\n' as usize] = NEWLINE;
+    t[b' ' as usize] = SPACE;
+    t
+};
+
+/// One branch-free pass over the bytes (this runs on every cue): markup means the full path; a
+/// line break, double space, leading dash or whitespace at either end the line pass only.
+fn work(text: &str) -> Work {
+    let b = text.as_bytes();
+    let (mut seen, mut prev) = (0u8, 0u8);
+    for &c in b {
+        let class = CLASS[c as usize];
+        seen |= class | ((class & prev & SPACE) << 1);
+        prev = class;
+    }
+    let edges = b.first() == Some(&b'-')
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace);
+    if seen & MARKUP != 0 {
+        Work::Markup
+    } else if edges || seen & (NEWLINE | DOUBLE_SPACE) != 0 {
+        Work::Lines {
+            double_spaces: seen & DOUBLE_SPACE != 0,
+        }
     } else {
         Work::None
     }
 }
 
-/// `clean_text` that moves a text needing no work instead of copying it: most cues.
-fn clean_owned(text: String) -> (String, bool) {
-    match work(&text) {
-        Work::None => (text, false),
-        Work::Lines => join_lines(&text),
-        Work::Markup => join_lines(&strip_markup(&text)),
-    }
+/// `clean_text` that keeps a text needing no work as it is, borrowed or not: most cues.
+fn clean_owned(text: Cow<'_, str>) -> (Cow<'_, str>, bool) {
+    let (cleaned, annotation) = match work(&text) {
+        Work::None => return (text, false),
+        Work::Lines { double_spaces } => join_lines(&text, double_spaces),
+        Work::Markup => join_lines(&strip_markup(&text), true),
+    };
+    (Cow::Owned(cleaned), annotation)
 }
 
 /// Plain text of a cue and whether it held an annotation line.
 pub fn clean_text(text: &str) -> (String, bool) {
     match work(text) {
         Work::None => (text.to_string(), false),
-        Work::Lines => join_lines(text),
-        Work::Markup => join_lines(&strip_markup(text)),
+        Work::Lines { double_spaces } => join_lines(text, double_spaces),
+        Work::Markup => join_lines(&strip_markup(text), true),
     }
 }
 
 /// The lines of a text trimmed and joined by single spaces; `=...=` annotation lines and lone
-/// dashes dropped.
-fn join_lines(text: &str) -> (String, bool) {
+/// dashes dropped. `double_spaces`: the text may hold runs of spaces to fold.
+fn join_lines(text: &str, double_spaces: bool) -> (String, bool) {
     let mut annotation = false;
     let mut out = String::with_capacity(text.len());
-    for line in text.split('\n') {
-        let line = line.trim();
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    for end in ends {
+        let line = text[start..end].trim();
+        start = end + 1;
         if line.is_empty() {
             continue;
         }
@@ -177,7 +199,11 @@ fn join_lines(text: &str) -> (String, bool) {
         if !out.is_empty() {
             out.push(' ');
         }
-        push_single_spaced(&mut out, line);
+        if double_spaces {
+            push_single_spaced(&mut out, line);
+        } else {
+            out.push_str(line);
+        }
     }
     if let Some(rest) = out.strip_prefix("- -") {
         out = rest.trim_start().to_string();
@@ -337,6 +363,8 @@ mod tests {
         assert_eq!(c("{y:i}MicroDVD"), "MicroDVD");
         assert_eq!(c("我们\\N走吧"), "我们 走吧");
         assert_eq!(c("a\\hb"), "a b");
+        assert_eq!(c("\u{3000}你好\u{3000}"), "你好");
+        assert_eq!(c("\u{3000}"), "");
     }
 
     #[test]
@@ -358,12 +386,12 @@ mod tests {
         assert_eq!(c("a = b"), "a = b");
     }
 
-    fn raw(start: i64, end: i64, text: &str) -> RawCue {
+    fn raw(start: i64, end: i64, text: &str) -> RawCue<'_> {
         RawCue {
             start_ms: start,
             end_ms: end,
             text: text.into(),
-            style: String::new(),
+            style: "",
             top: false,
             line: 1,
         }
@@ -387,7 +415,7 @@ mod tests {
         );
         let got: Vec<_> = cues
             .iter()
-            .map(|c| (c.start_ms, c.end_ms, c.text.as_str()))
+            .map(|c| (c.start_ms, c.end_ms, &*c.text))
             .collect();
         assert_eq!(
             got,
@@ -418,10 +446,11 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
         /// The shortcuts for texts without markup give what the full path gives.
         #[test]
-        fn shortcuts_match_the_full_path(text in "[ab 我\\-\n=<>{}&;i\u{200B}\r]{0,16}") {
-            let full = join_lines(&strip_markup(&text));
+        fn shortcuts_match_the_full_path(text in "[ab 我\\-\n=<>{}&;i\u{200B}\r\u{3000}]{0,24}") {
+            let full = join_lines(&strip_markup(&text), true);
             proptest::prop_assert_eq!(clean_text(&text), full.clone());
-            proptest::prop_assert_eq!(clean_owned(text), full);
+            let (owned, annotation) = clean_owned(Cow::Owned(text));
+            proptest::prop_assert_eq!((owned.into_owned(), annotation), full);
         }
     }
 }

@@ -181,31 +181,42 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// A decoded, parsed and cleaned file.
-pub struct ReadFile {
-    pub cues: Vec<Cue>,
+/// A decoded file, the text its cues borrow from.
+pub struct FileText {
+    pub text: String,
+    pub encoding: &'static str,
+}
+
+/// Read and decode one subtitle file. `Err` carries the reason it is unusable.
+pub fn load_file(path: &Path, lang: Option<&str>) -> std::result::Result<FileText, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let (text, encoding) = encoding::decode_owned(bytes, lang)?;
+    Ok(FileText { text, encoding })
+}
+
+/// A parsed and cleaned file.
+pub struct ReadFile<'a> {
+    pub cues: Vec<Cue<'a>>,
     pub encoding: &'static str,
     pub format: Format,
     pub issue: Option<Partial>,
     pub removed: clean::CleanStats,
 }
 
-/// Read one subtitle file. `Err` carries the reason it is unusable.
-pub fn read_file(
+/// Parse and clean a loaded file. `Err` carries the reason it is unusable.
+pub fn read_file<'a>(
     path: &Path,
-    lang: Option<&str>,
+    file: &'a FileText,
     clean_opts: CleanOptions,
-) -> std::result::Result<ReadFile, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.is_empty() {
-        return Err("empty file".into());
-    }
-    let decoded = encoding::decode(&bytes, lang)?;
+) -> std::result::Result<ReadFile<'a>, String> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .and_then(Format::from_extension);
-    let (format, parsed) = formats::parse(&decoded.text, ext);
+    let (format, parsed) = formats::parse(&file.text, ext);
     let raw_count = parsed.cues.len();
     let issue = parsed.issue.clone().map(|i| Partial {
         file: path.display().to_string(),
@@ -228,7 +239,7 @@ pub fn read_file(
     }
     Ok(ReadFile {
         cues,
-        encoding: decoded.encoding,
+        encoding: file.encoding,
         format,
         issue,
         removed,
@@ -366,11 +377,18 @@ pub fn align_episode(job: &EpisodeJob, opts: &AlignOptions) -> (Vec<PairRows>, R
     let clean_opts = CleanOptions {
         keep_top: opts.keep_top,
     };
+    // Every file's text first: the cues borrow from it.
+    let texts: Vec<_> = job
+        .files
+        .iter()
+        .map(|f| load_file(&f.path, Some(&f.name.lang)))
+        .collect();
     // language -> (file, read) of the copy kept
     let mut by_lang: BTreeMap<&str, (&SourceFile, ReadFile)> = BTreeMap::new();
-    for f in &job.files {
+    for (f, text) in job.files.iter().zip(&texts) {
         let file = f.path.display().to_string();
-        let read = match read_file(&f.path, Some(&f.name.lang), clean_opts) {
+        let read = text.as_ref().map_err(Clone::clone);
+        let read = match read.and_then(|text| read_file(&f.path, text, clean_opts)) {
             Ok(r) => r,
             Err(reason) => {
                 report.files_skipped.push(Skipped { file, reason });

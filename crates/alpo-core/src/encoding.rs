@@ -76,6 +76,23 @@ fn tld(lang: &str) -> Option<&'static [u8]> {
     })
 }
 
+/// `decode` into an owned string, reusing the file's buffer when the text is the bytes as they
+/// are (UTF-8 files, ASCII-only files): no copy of most files.
+pub fn decode_owned(bytes: Vec<u8>, lang: Option<&str>) -> Result<(String, &'static str), String> {
+    let decoded = decode(&bytes, lang)?;
+    let (start, len) = match decoded.text {
+        Cow::Owned(text) => return Ok((text, decoded.encoding)),
+        Cow::Borrowed(text) => (text.as_ptr() as usize - bytes.as_ptr() as usize, text.len()),
+    };
+    let encoding = decoded.encoding;
+    let mut bytes = bytes;
+    bytes.truncate(start + len);
+    bytes.drain(..start);
+    // SAFETY: a borrowed text is a slice of the input, here `bytes[start..start + len]`, which
+    // `decode` checked to be UTF-8; `bytes` now holds exactly that slice.
+    Ok((unsafe { String::from_utf8_unchecked(bytes) }, encoding))
+}
+
 /// Decode a whole file. `lang` is the ISO 639-1 code from the file name, if any.
 pub fn decode<'a>(bytes: &'a [u8], lang: Option<&str>) -> Result<Decoded<'a>, String> {
     if let Some((enc, bom_len)) = Encoding::for_bom(bytes) {

@@ -4,7 +4,9 @@
 //! run of rows that may share a window: one fragment of one episode. Inside a group, lines form
 //! *segments* (one or more consecutive lines of one utterance). A window is
 //!
-//!     [context before][core][context after]
+//! ```text
+//! [context before][core][context after]
+//! ```
 //!
 //! where the core holds whole segments adding up to at least `core_lines` lines (the last core
 //! of a group takes what remains) and each context holds the whole neighbouring segments of the

@@ -194,7 +194,7 @@ fn read_subtitles(
             let (line, reason) = issue.unwrap_or((0, "no cues found".into()));
             return Err(Error::Parse { path, line, reason });
         }
-        let cues: Vec<clean::Cue> = if clean {
+        let cues: Vec<clean::Cue<'_>> = if clean {
             clean::clean(parsed.cues, CleanOptions { keep_top }).0
         } else {
             parsed
@@ -227,7 +227,7 @@ fn clean_texts(py: Python<'_>, texts: Vec<String>) -> Vec<String> {
     py.detach(|| texts.iter().map(|t| clean::clean_text(t).0).collect())
 }
 
-fn cue_table(cues: &[clean::Cue]) -> ArrowTable {
+fn cue_table(cues: &[clean::Cue<'_>]) -> ArrowTable {
     let mut start = Int64Builder::new();
     let mut end = Int64Builder::new();
     let mut text = StringBuilder::new();
@@ -238,7 +238,7 @@ fn cue_table(cues: &[clean::Cue]) -> ArrowTable {
         start.append_value(c.start_ms);
         end.append_value(c.end_ms);
         text.append_value(&c.text);
-        style.append_value(&c.style);
+        style.append_value(c.style);
         top.append_value(c.top);
         line.append_value(c.line);
     }

@@ -10,7 +10,7 @@ const DEFAULT_EVENT_FORMAT: [&str; 10] = [
     "layer", "start", "end", "style", "name", "marginl", "marginr", "marginv", "effect", "text",
 ];
 
-pub fn parse(text: &str) -> Parsed {
+pub fn parse(text: &str) -> Parsed<'_> {
     let mut out = Parsed::default();
     let mut section = String::new();
     let mut ssa = false;
@@ -45,8 +45,8 @@ pub fn parse(text: &str) -> Parsed {
                     start_ms,
                     end_ms,
                     top: !top_styles.is_empty() && top_styles.contains(style.trim()),
-                    style: style.trim().to_string(),
-                    text: text.to_string(),
+                    style: style.trim(),
+                    text: text.into(),
                     line: n,
                 }),
                 Ok(None) => {}
@@ -162,15 +162,7 @@ mod tests {
         let got: Vec<_> = p
             .cues
             .iter()
-            .map(|c| {
-                (
-                    c.start_ms,
-                    c.end_ms,
-                    c.text.as_str(),
-                    c.style.as_str(),
-                    c.top,
-                )
-            })
+            .map(|c| (c.start_ms, c.end_ms, &*c.text, c.style, c.top))
             .collect();
         assert_eq!(
             got,

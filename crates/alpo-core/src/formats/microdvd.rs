@@ -24,7 +24,7 @@ fn frames(line: &str) -> Option<(i64, Option<i64>, &str)> {
     Some((a, b, text))
 }
 
-pub fn parse(text: &str) -> Parsed {
+pub fn parse(text: &str) -> Parsed<'_> {
     let mut out = Parsed::default();
     let mut fps = None;
     for (n, line) in lines(text) {
@@ -50,8 +50,8 @@ pub fn parse(text: &str) -> Parsed {
         out.cues.push(RawCue {
             start_ms: ms(a),
             end_ms: ms(end),
-            text: body.replace('|', "\n"),
-            style: String::new(),
+            text: body.replace('|', "\n").into(),
+            style: "",
             top: false,
             line: n,
         });
@@ -69,11 +69,7 @@ mod tests {
         let p = parse("{1}{1}25\n{25}{50}{y:i}Hello|there\n{75}{100}Bye\n");
         assert_eq!(p.fps, Some(25.0));
         assert_eq!(
-            (
-                p.cues[0].start_ms,
-                p.cues[0].end_ms,
-                p.cues[0].text.as_str()
-            ),
+            (p.cues[0].start_ms, p.cues[0].end_ms, &*p.cues[0].text),
             (1000, 2000, "{y:i}Hello\nthere")
         );
         assert_eq!(p.cues.len(), 2);

@@ -10,14 +10,17 @@ mod time;
 
 pub use time::parse_timestamp;
 
-/// One cue as written in the file, markup still in its text.
+use std::borrow::Cow;
+
+/// One cue as written in the file, markup still in its text. Texts borrow from the file's text
+/// where they can: parsing allocates nothing per cue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawCue {
+pub struct RawCue<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// ASS style name; empty for formats without styles.
-    pub style: String,
+    pub style: &'a str,
     /// Positioned at the top of the screen by its style or cue settings (signs, notices).
     pub top: bool,
     /// 1-based line of the file where the cue starts.
@@ -80,8 +83,8 @@ pub struct ParseIssue {
 }
 
 #[derive(Debug, Default)]
-pub struct Parsed {
-    pub cues: Vec<RawCue>,
+pub struct Parsed<'a> {
+    pub cues: Vec<RawCue<'a>>,
     /// The first line that could not be read, if any; the cues before and after it are kept.
     pub issue: Option<ParseIssue>,
     /// Lines skipped as unreadable in all.
@@ -90,7 +93,7 @@ pub struct Parsed {
     pub fps: Option<f64>,
 }
 
-impl Parsed {
+impl Parsed<'_> {
     pub(crate) fn bad(&mut self, line: u32, reason: impl Into<String>) {
         self.bad_lines += 1;
         if self.issue.is_none() {
@@ -103,7 +106,7 @@ impl Parsed {
 }
 
 /// Parse decoded text. The sniffed content wins over the extension when they disagree.
-pub fn parse(text: &str, ext_format: Option<Format>) -> (Format, Parsed) {
+pub fn parse(text: &str, ext_format: Option<Format>) -> (Format, Parsed<'_>) {
     let format = Format::sniff(text).or(ext_format).unwrap_or(Format::Srt);
     let parsed = match format {
         Format::Srt => srt::parse(text, false),

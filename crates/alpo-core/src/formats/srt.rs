@@ -17,7 +17,7 @@ struct Open {
     closed: bool,
 }
 
-pub fn parse(text: &str, vtt: bool) -> Parsed {
+pub fn parse(text: &str, vtt: bool) -> Parsed<'_> {
     let mut out = Parsed::default();
     let mut open: Option<Open> = None;
     for (n, line) in lines(text) {
@@ -60,7 +60,7 @@ pub fn parse(text: &str, vtt: bool) -> Parsed {
     out
 }
 
-fn finish(out: &mut Parsed, file: &str, cue: Open, vtt: bool, before_next: bool) {
+fn finish<'a>(out: &mut Parsed<'a>, file: &'a str, cue: Open, vtt: bool, before_next: bool) {
     let mut text = cue.text.map_or("", |(a, b)| &file[a..b]).trim_end();
     // The next cue's index sits at the end of this cue's text when blank lines are missing.
     if !vtt && before_next {
@@ -74,11 +74,11 @@ fn finish(out: &mut Parsed, file: &str, cue: Open, vtt: bool, before_next: bool)
         start_ms: cue.start_ms,
         end_ms: cue.end_ms,
         text: if memchr::memchr(b'\r', text.as_bytes()).is_some() {
-            text.replace("\r\n", "\n").replace('\r', "\n")
+            text.replace("\r\n", "\n").replace('\r', "\n").into()
         } else {
-            text.to_string()
+            text.into()
         },
-        style: String::new(),
+        style: "",
         top: cue.top,
         line: cue.line,
     });
@@ -151,10 +151,10 @@ fn clip(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn texts(p: &Parsed) -> Vec<(i64, i64, &str)> {
+    fn texts<'a>(p: &'a Parsed<'_>) -> Vec<(i64, i64, &'a str)> {
         p.cues
             .iter()
-            .map(|c| (c.start_ms, c.end_ms, c.text.as_str()))
+            .map(|c| (c.start_ms, c.end_ms, &*c.text))
             .collect()
     }
 

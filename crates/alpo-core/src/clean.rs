@@ -48,8 +48,10 @@ pub fn clean(raw: Vec<RawCue<'_>>, opts: CleanOptions) -> (Vec<Cue<'_>>, CleanSt
     let mut stats = CleanStats::default();
     let mut cues = Vec::with_capacity(raw.len());
     for r in raw {
-        let top = r.top || has_top_tag(&r.text);
-        let (text, annotation) = clean_owned(r.text);
+        let work = work(&r.text);
+        // `{` is a markup byte: without markup there is no position tag to look for.
+        let top = r.top || (work == Work::Markup && has_top_tag(&r.text));
+        let (text, annotation) = clean_with(r.text, work);
         if r.end_ms < r.start_ms {
             stats.end_before_start += 1;
         } else if annotation && text.is_empty() {
@@ -161,8 +163,8 @@ fn work(text: &str) -> Work {
 }
 
 /// `clean_text` that keeps a text needing no work as it is, borrowed or not: most cues.
-fn clean_owned(text: Cow<'_, str>) -> (Cow<'_, str>, bool) {
-    let (cleaned, annotation) = match work(&text) {
+fn clean_with(text: Cow<'_, str>, work: Work) -> (Cow<'_, str>, bool) {
+    let (cleaned, annotation) = match work {
         Work::None => return (text, false),
         Work::Lines { double_spaces } => join_lines(&text, double_spaces),
         Work::Markup => join_lines(&strip_markup(&text), true),
@@ -449,7 +451,8 @@ mod tests {
         fn shortcuts_match_the_full_path(text in "[ab 我\\-\n=<>{}&;i\u{200B}\r\u{3000}]{0,24}") {
             let full = join_lines(&strip_markup(&text), true);
             proptest::prop_assert_eq!(clean_text(&text), full.clone());
-            let (owned, annotation) = clean_owned(Cow::Owned(text));
+            let w = work(&text);
+            let (owned, annotation) = clean_with(Cow::Owned(text), w);
             proptest::prop_assert_eq!((owned.into_owned(), annotation), full);
         }
     }

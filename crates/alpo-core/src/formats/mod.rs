@@ -62,7 +62,8 @@ impl Format {
         if head.starts_with("WEBVTT") {
             return Some(Format::Vtt);
         }
-        if head.starts_with("[Script Info]") || head.contains("\n[Events]") {
+        let events = || memchr::memmem::find(head.as_bytes(), b"\n[Events]").is_some();
+        if head.starts_with("[Script Info]") || events() {
             return Some(Format::Ass);
         }
         if head.starts_with('{') && microdvd::is_microdvd_line(head.lines().next().unwrap_or("")) {

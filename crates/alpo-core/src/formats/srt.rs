@@ -19,12 +19,13 @@ struct Open {
 
 pub fn parse(text: &str, vtt: bool) -> Parsed<'_> {
     let mut out = Parsed::default();
+    let crlf = memchr::memchr(b'\r', text.as_bytes()).is_some();
     let mut open: Option<Open> = None;
     for (n, line) in lines(text) {
         match timing_line(line) {
             Timing::Cue(start_ms, end_ms, settings) => {
                 if let Some(cue) = open.take() {
-                    finish(&mut out, text, cue, vtt, true);
+                    finish(&mut out, text, cue, (vtt, crlf), true);
                 }
                 open = Some(Open {
                     start_ms,
@@ -37,7 +38,7 @@ pub fn parse(text: &str, vtt: bool) -> Parsed<'_> {
             }
             Timing::Broken(reason) => {
                 if let Some(cue) = open.take() {
-                    finish(&mut out, text, cue, vtt, true);
+                    finish(&mut out, text, cue, (vtt, crlf), true);
                 }
                 out.bad(n, reason);
             }
@@ -55,15 +56,24 @@ pub fn parse(text: &str, vtt: bool) -> Parsed<'_> {
         }
     }
     if let Some(cue) = open.take() {
-        finish(&mut out, text, cue, vtt, false);
+        finish(&mut out, text, cue, (vtt, crlf), false);
     }
     out
 }
 
-fn finish<'a>(out: &mut Parsed<'a>, file: &'a str, cue: Open, vtt: bool, before_next: bool) {
+/// `crlf`: the file holds carriage returns somewhere.
+fn finish<'a>(
+    out: &mut Parsed<'a>,
+    file: &'a str,
+    cue: Open,
+    (vtt, crlf): (bool, bool),
+    before_next: bool,
+) {
     let mut text = cue.text.map_or("", |(a, b)| &file[a..b]).trim_end();
     // The next cue's index sits at the end of this cue's text when blank lines are missing.
-    if !vtt && before_next {
+    // (An index line ends in a digit or a dot; checking that first skips the search for most.)
+    let index_like_end = matches!(text.as_bytes().last(), Some(b'0'..=b'9' | b'.'));
+    if !vtt && before_next && index_like_end {
         match memchr::memrchr2(b'\n', b'\r', text.as_bytes()) {
             Some(at) if is_index(&text[at + 1..]) => text = text[..at].trim_end(),
             None if is_index(text) => text = "",
@@ -73,7 +83,7 @@ fn finish<'a>(out: &mut Parsed<'a>, file: &'a str, cue: Open, vtt: bool, before_
     out.cues.push(RawCue {
         start_ms: cue.start_ms,
         end_ms: cue.end_ms,
-        text: if memchr::memchr(b'\r', text.as_bytes()).is_some() {
+        text: if crlf && memchr::memchr(b'\r', text.as_bytes()).is_some() {
             text.replace("\r\n", "\n").replace('\r', "\n").into()
         } else {
             text.into()

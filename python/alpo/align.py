@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -178,13 +179,17 @@ def align_to_parquet(
         "keep_top": keep_top,
     }
     started = time.perf_counter()
-    print_key = fingerprint(paths, options)
+    # Stat-ing every input takes a while on a large corpus: a side thread does it, while the
+    # corpus is being aligned unless a finished output may make the run unnecessary.
+    fingerprinting = ThreadPoolExecutor(max_workers=1)
+    print_key = fingerprinting.submit(fingerprint, paths, options)
+    fingerprinting.shutdown(wait=False)
     if not force and out.exists() and report_path.exists():
         try:
             previous = json.loads(report_path.read_text())
         except (OSError, ValueError):
             previous = {}
-        if previous.get("fingerprint") == print_key:
+        if previous.get("fingerprint") == print_key.result():
             return {**previous, "skipped": True}
     aligner = _aligner(paths, pair, max_gap, sync, mode, keep_top, threads, chunk_mb)
 
@@ -228,7 +233,7 @@ def align_to_parquet(
         tmp.unlink(missing_ok=True)
     result = json.loads(aligner.report_json())
     result["output"] = str(out)
-    result["fingerprint"] = print_key
+    result["fingerprint"] = print_key.result()
     result["options"] = options
     result["seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(report_path, result)

@@ -9,6 +9,8 @@
    cues, hard-linked into a folder of their own) runs alpo the same way, alpo with
    `--threads 1`, alpo with `--no-sync` (whose output must equal the baseline's row for row), and
    the pure-Python baseline (bench/baseline_python.py) `--baseline-runs` times (default 1).
+   With `--baseline-pairs` at least the corpus size the "subset" is the whole corpus, and its
+   alpo runs are the full-corpus runs (the baseline then takes several minutes on 10M pairs).
 4. Prints a table and writes every figure to bench/out/align_speed-N.json.
 
 The corpus is read from the page cache (it was just written or read), as in repeated runs.
@@ -303,6 +305,8 @@ def main() -> None:
         run_alpo(small, out_dir / f"alpo-subset-{a.pairs}.parquet", [], "subset")
         for _ in range(a.runs)
     ]
+    if small == data:  # the baseline runs on the whole corpus: these runs are the full ones
+        results["full"] = {"runs": sub, "median": median_of(sub)}
     one = [
         run_alpo(
             small,

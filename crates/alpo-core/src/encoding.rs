@@ -12,7 +12,7 @@ use encoding_rs::{
 };
 use std::borrow::Cow;
 
-/// How many leading bytes chardetng looks at: enough for a confident guess, cheap on big files.
+/// How many leading bytes the checks for binary data look at.
 const SNIFF_BYTES: usize = 16 * 1024;
 /// How many leading bytes chardetng reads: its per-byte cost is high, and a few thousand bytes
 /// of one language already tell its candidates apart.
@@ -279,6 +279,36 @@ mod tests {
 
     fn enc(e: &'static Encoding, s: &str) -> Vec<u8> {
         e.encode(s).0.into_owned()
+    }
+
+    #[test]
+    fn owned_decoding_keeps_the_text() {
+        let mut bom = vec![0xEF, 0xBB, 0xBF];
+        bom.extend_from_slice("héllo".as_bytes());
+        let utf16le: Vec<u8> = "\u{feff}สวัสดี"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let cases: [(Vec<u8>, Option<&str>, &str, &str); 4] = [
+            ("héllo".as_bytes().to_vec(), None, "héllo", "utf-8"),
+            (bom, None, "héllo", "utf-8"),
+            (utf16le, None, "สวัสดี", "utf-16le"),
+            (
+                enc(GB18030, "你好，世界"),
+                Some("zh"),
+                "你好，世界",
+                "gb18030",
+            ),
+        ];
+        for (bytes, lang, text, encoding) in cases {
+            let borrowed = decode(&bytes, lang).unwrap();
+            assert_eq!(
+                (borrowed.text.as_ref(), borrowed.encoding),
+                (text, encoding)
+            );
+            let owned = decode_owned(bytes.clone(), lang).unwrap();
+            assert_eq!((owned.0.as_str(), owned.1), (text, encoding));
+        }
     }
 
     #[test]

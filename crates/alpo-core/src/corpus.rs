@@ -316,14 +316,6 @@ impl TextColumn {
         self.ends.push(self.data.len());
     }
 
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
     /// Bytes of all texts together.
     pub fn byte_len(&self) -> usize {
         self.data.len()
